@@ -1,0 +1,3 @@
+from kubm.cli import app
+
+app(prog_name="kubm")

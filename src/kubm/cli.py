@@ -1,0 +1,165 @@
+"""The `kubm` command line: one command per pipeline stage, plus tools.
+
+Each Snakemake rule calls exactly one of these commands with its declared
+inputs/outputs and the config files, so every stage can be rerun by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kubm.config import DEFAULT_CONFIG, SPLITS, ConfigError, load_config, resolve_task, split_task_id
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+ConfigFiles = Annotated[
+    Optional[list[Path]],
+    typer.Option("--configfile", "-c", help="config file(s), merged in order (default: config/config.yaml)"),
+]
+TaskArg = Annotated[str, typer.Argument(help="suite/task, e.g. adroit/relocate")]
+SplitOpt = Annotated[str, typer.Option("--split", help="train or test")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _load(configfiles: list[Path] | None) -> dict:
+    try:
+        return load_config(configfiles or [DEFAULT_CONFIG])
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _task(config: dict, task_id: str):
+    try:
+        suite, task = split_task_id(config, task_id)
+        return resolve_task(config, suite, task)
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        _fail(f"--split {split!r} is not allowed; allowed values: {list(SPLITS)}")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def collect(
+    task_id: TaskArg,
+    split: SplitOpt = "train",
+    out: Annotated[Optional[Path], typer.Option(help="output store (default data/{suite}/{task}/demos/{split}.zarr)")] = None,
+    configfile: ConfigFiles = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Roll out the task's expert on the configured seeds and store the successful episodes."""
+    from kubm.sim.base import SimulatorError
+    from kubm.stages.collect import CollectError, collect as run_collect
+    from kubm.storage.episode_store import StoreError
+
+    _check_split(split)
+    task = _task(_load(configfile), task_id)
+    out = out or Path(f"data/{task.suite}/{task.task}/demos/{split}.zarr")
+    try:
+        summary = run_collect(task, split, out, progress=progress)
+    except (CollectError, SimulatorError, StoreError, NotImplementedError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}: {summary['kept']} episodes from {summary['attempted']} seeds "
+               f"(acceptance {summary['acceptance_rate']:.0%})")
+
+
+@app.command()
+def doctor(configfile: ConfigFiles = None) -> None:
+    """Preflight: rendering backends, SAPIEN's Vulkan device, versions, disk, model weights."""
+    from kubm.doctor import main as doctor_main
+
+    config = None
+    if configfile or DEFAULT_CONFIG.is_file():
+        config = _load(configfile)
+    raise typer.Exit(doctor_main(config))
+
+
+@app.command()
+def info(store: Annotated[Path, typer.Argument(help="a .zarr store written by a kubm stage")]) -> None:
+    """Describe a store: episodes, arrays, chunks, provenance."""
+    from kubm.storage.episode_store import StoreError, describe
+
+    try:
+        typer.echo(describe(store))
+    except StoreError as err:
+        _fail(str(err))
+
+
+@app.command("check-config")
+def check_config(configfile: ConfigFiles = None) -> None:
+    """Validate the config and print the resolved tasks."""
+    from kubm.config import all_tasks
+
+    config = _load(configfile)
+    for suite, task in all_tasks(config):
+        tc = resolve_task(config, suite, task)
+        typer.echo(f"{tc.id}: expert={tc.settings['expert']['name']} horizon={tc.settings['horizon']} "
+                   f"demos={tc.settings['n_demos']} hash={tc.hash()}")
+
+
+@app.command("dvc-yaml")
+def dvc_yaml(
+    check: Annotated[bool, typer.Option(help="only check that dvc.yaml is in step with the rules")] = False,
+    configfile: ConfigFiles = None,
+    path: Path = Path("dvc.yaml"),
+) -> None:
+    """Write dvc.yaml from the config (one stage per task, split and stage), or check it is current."""
+    from kubm.dvc_stages import render_dvc_yaml
+
+    text = render_dvc_yaml(_load(configfile))
+    if check:
+        if not path.is_file() or path.read_text() != text:
+            _fail(f"{path} is out of step with config and rules; run `kubm dvc-yaml` and commit it", code=1)
+        typer.echo(f"{path} is in step")
+        return
+    path.write_text(text)
+    typer.echo(f"wrote {path}")
+
+
+# Stages built by later issues. They fail loudly and write nothing, so a dry run
+# resolves the whole DAG but no fake artifact can ever appear.
+_NOT_BUILT = {
+    "segment": "issue 3 (perception: segmentation)",
+    "track": "issue 3 (perception: point tracking)",
+    "train-ae": "issue 4 (K-UBM core: flow autoencoder)",
+    "encode": "issue 4 (K-UBM core: feature cache)",
+    "fit": "issue 4 (K-UBM core: fitting)",
+    "evaluate": "issue 4 (K-UBM core: evaluation)",
+}
+
+
+def _not_built(name: str, issue: str):
+    def command(
+        task_id: TaskArg,
+        args: Annotated[Optional[list[str]], typer.Argument(help="stage arguments")] = None,
+        configfile: ConfigFiles = None,
+    ) -> None:
+        _fail(f"`kubm {name}` is not implemented yet: it arrives with {issue}. "
+              f"Stages that exist: collect. Build up to them, e.g. `snakemake --cores all data/{task_id}/demos/train.zarr`.", code=3)
+
+    command.__doc__ = f"[not implemented yet: {issue}]"
+    return command
+
+
+for _name, _issue in _NOT_BUILT.items():
+    app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_not_built(_name, _issue))
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,189 @@
+"""Load, merge and validate the pipeline config; resolve one task's settings.
+
+The schema (schemas/config.schema.yaml, also reached as workflow/schemas/) checks
+types and fills defaults; the checks below catch what a schema cannot say
+(overlapping seed ranges, demo counts beyond the seed budget, unknown tasks),
+and every error names the offending key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+SPLITS = ("train", "test")
+DEFAULT_CONFIG = Path("config/config.yaml")
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key and what is allowed."""
+
+
+def schema() -> dict:
+    text = resources.files("kubm").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge, `over` wins; same semantics as Snakemake's --configfile."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(paths: Iterable[str | Path] = (DEFAULT_CONFIG,)) -> dict:
+    """Read and merge config files in order, then validate."""
+    merged: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+        merged = deep_merge(merged, data)
+    return validate(merged)
+
+
+def _with_defaults(validator_cls):
+    """A validator that fills `default` values, as Snakemake's validate() does."""
+    validate_properties = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sch):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, sch)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def _format_error(err: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        return f"config key {key}: unknown key(s) {extra}; allowed keys: {allowed}"
+    if err.validator == "enum":
+        return f"config key {key}: {err.instance!r} is not allowed; allowed values: {err.validator_value}"
+    if err.validator == "type":
+        return f"config key {key}: expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
+    return f"config key {key}: {err.message}"
+
+
+def validate(config: dict) -> dict:
+    """Schema check with defaults filled in, then the cross-key checks. Returns a new dict."""
+    config = copy.deepcopy(config)
+    sch = schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
+    for suite, task in all_tasks(config):
+        resolve_task(config, suite, task)  # raises on missing or inconsistent settings
+    for target in config.get("targets", []):
+        split_task_id(config, target)
+    return config
+
+
+def all_tasks(config: dict) -> list[tuple[str, str]]:
+    return [(s, t) for s, sc in config["suites"].items() for t in sc["tasks"]]
+
+
+def split_task_id(config: dict, task_id: str) -> tuple[str, str]:
+    """'adroit/relocate' -> ('adroit', 'relocate'), checked against the config."""
+    suite, sep, task = task_id.partition("/")
+    if not sep:
+        raise ConfigError(f"task {task_id!r} must be written suite/task, e.g. adroit/relocate")
+    if suite not in config["suites"]:
+        raise ConfigError(f"unknown suite {suite!r}; configured suites: {sorted(config['suites'])}")
+    tasks = config["suites"][suite]["tasks"]
+    if task not in tasks:
+        raise ConfigError(f"unknown task {task!r} in suite {suite!r}; configured tasks: {sorted(tasks)}")
+    return suite, task
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task's settings: the suite's defaults overlaid with the task's own entry."""
+
+    suite: str
+    task: str
+    simulator: str
+    settings: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.suite}/{self.task}"
+
+    def seeds(self, split: str) -> range:
+        rng = self.settings["seeds"][split]
+        return range(rng["start"], rng["start"] + rng["count"])
+
+    def n_demos(self, split: str) -> int:
+        return self.settings["n_demos"][split]
+
+    def hash(self) -> str:
+        """Hash of everything that determines this task's data (recorded in store attrs)."""
+        blob = json.dumps({"simulator": self.simulator, **self.settings}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+REQUIRED_TASK_KEYS = ("horizon", "camera", "n_demos", "seeds", "expert")
+
+
+def resolve_task(config: dict, suite: str, task: str) -> TaskConfig:
+    suite_cfg = config["suites"][suite]
+    settings = deep_merge(suite_cfg.get("defaults", {}), suite_cfg["tasks"][task])
+    where = f"suites.{suite}.tasks.{task}"
+    missing = [k for k in REQUIRED_TASK_KEYS if k not in settings]
+    if missing:
+        raise ConfigError(f"{where}: missing {missing}; set them on the task or in suites.{suite}.defaults")
+    for key in ("n_demos", "seeds"):
+        lacking = [s for s in SPLITS if s not in settings[key]]
+        if lacking:
+            raise ConfigError(f"{where}.{key}: missing split(s) {lacking}; both 'train' and 'test' are required")
+    ranges = {s: range(settings["seeds"][s]["start"], settings["seeds"][s]["start"] + settings["seeds"][s]["count"]) for s in SPLITS}
+    a, b = ranges["train"], ranges["test"]
+    if max(a.start, b.start) < min(a.stop, b.stop):
+        raise ConfigError(
+            f"{where}.seeds: train seeds [{a.start}, {a.stop}) and test seeds [{b.start}, {b.stop}) overlap; "
+            "they must be disjoint so test episodes are never seen in training"
+        )
+    for split in SPLITS:
+        if settings["n_demos"][split] > len(ranges[split]):
+            raise ConfigError(
+                f"{where}.n_demos.{split}={settings['n_demos'][split]} exceeds the seed budget "
+                f"{where}.seeds.{split}.count={len(ranges[split])}; raise the count (failed episodes are discarded, "
+                "so budget several times n_demos) or lower n_demos"
+            )
+    camera = settings["camera"]
+    camera.setdefault("name", None)
+    camera.setdefault("width", 128)
+    camera.setdefault("height", 128)
+    settings.setdefault("prompt", task)
+    settings["expert"].setdefault("params", {})
+    return TaskConfig(suite=suite, task=task, simulator=suite_cfg["simulator"], settings=settings)
+
+
+def target_tasks(config: dict) -> list[tuple[str, str]]:
+    targets = config.get("targets") or []
+    if not targets:
+        return all_tasks(config)
+    return [split_task_id(config, t) for t in targets]

@@ -1,0 +1,18 @@
+rule collect:
+    """Expert rollouts in the simulator; successful episodes only."""
+    output:
+        directory("data/{suite}/{task}/demos/{split}.zarr"),
+    params:
+        config_hash=task_hash,
+        kubm=KUBM,
+        configs=CONFIG_ARGS,
+    log:
+        "logs/{suite}/{task}/collect_{split}.log",
+    benchmark:
+        "logs/benchmarks/{suite}/{task}/collect_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "{params.kubm} collect {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
+        "--out {output} {params.configs} > {log} 2>&1"

@@ -1,0 +1,54 @@
+# Config validation, wildcard constraints and helpers shared by every rule.
+import shutil
+import sys
+from pathlib import Path
+
+from kubm import config as kcfg
+
+try:
+    config = kcfg.validate(config)
+except kcfg.ConfigError as err:
+    raise WorkflowError(str(err))
+
+# The kubm commands read the same config files Snakemake merged: config.yaml, then
+# every --configfile in order. --config KEY=VALUE overrides never reach them, so refuse
+# those rather than run stages on a config that differs from Snakemake's.
+CONFIGFILES = ["config/config.yaml"] + [
+    str(f) for f in workflow.overwrite_configfiles if Path(f).resolve() != Path("config/config.yaml").resolve()
+]
+if kcfg.load_config(CONFIGFILES) != config:
+    raise WorkflowError(
+        "--config KEY=VALUE overrides are not passed to kubm commands; put them in a YAML file "
+        "and pass it with --configfile (see config/smoke.yaml)"
+    )
+CONFIG_ARGS = " ".join(f"--configfile {f}" for f in CONFIGFILES)
+
+# Use the kubm that belongs to this Python, so `.venv/bin/snakemake` works unactivated.
+KUBM = shutil.which("kubm", path=str(Path(sys.executable).parent)) or "kubm"
+
+SUITES = sorted(config["suites"])
+TASKS = sorted({t for s in SUITES for t in config["suites"][s]["tasks"]})
+
+
+wildcard_constraints:
+    suite="|".join(SUITES),
+    task="|".join(TASKS),
+    split="train|test",
+    seed=r"\d+",
+
+
+def task_config(wildcards):
+    return kcfg.resolve_task(config, wildcards.suite, wildcards.task)
+
+
+def task_hash(wildcards):
+    """A param that changes when the task's settings change, so Snakemake's params trigger reruns it."""
+    return task_config(wildcards).hash()
+
+
+def fit_seeds():
+    return range(config["fit"]["n_seeds"])
+
+
+def all_targets():
+    return [f"results/{s}/{t}/eval.json" for s, t in kcfg.target_tasks(config)]

@@ -1,0 +1,21 @@
+rule encode:
+    """Feature cache: flow latents, qpos, actions and context per split."""
+    input:
+        demos="data/{suite}/{task}/demos/{split}.zarr",
+        tracks="data/{suite}/{task}/tracks/{split}.zarr",
+        masks="data/{suite}/{task}/masks/{split}.zarr",
+        ae="models/{suite}/{task}/flow_ae",
+    output:
+        directory("data/{suite}/{task}/features/{split}.zarr"),
+    params:
+        config_hash=task_hash,
+        kubm=KUBM,
+        configs=CONFIG_ARGS,
+    log:
+        "logs/{suite}/{task}/encode_{split}.log",
+    benchmark:
+        "logs/benchmarks/{suite}/{task}/encode_{split}.tsv"
+    threads: 1
+    shell:
+        "{params.kubm} encode {wildcards.suite}/{wildcards.task} --demos {input.demos} --tracks {input.tracks} "
+        "--masks {input.masks} --ae {input.ae} --out {output} {params.configs} > {log} 2>&1"

@@ -1,0 +1,19 @@
+rule train_ae:
+    """Flow autoencoder: 256 tracked points -> 128-d latent."""
+    input:
+        train="data/{suite}/{task}/tracks/train.zarr",
+        test="data/{suite}/{task}/tracks/test.zarr",
+    output:
+        directory("models/{suite}/{task}/flow_ae"),
+    params:
+        config_hash=task_hash,
+        kubm=KUBM,
+        configs=CONFIG_ARGS,
+    log:
+        "logs/{suite}/{task}/train_ae.log",
+    benchmark:
+        "logs/benchmarks/{suite}/{task}/train_ae.tsv"
+    threads: 2
+    shell:
+        "{params.kubm} train-ae {wildcards.suite}/{wildcards.task} --train {input.train} --test {input.test} "
+        "--out {output} --threads {threads} {params.configs} > {log} 2>&1"
