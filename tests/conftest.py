@@ -1,0 +1,45 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+def run(cmd: list[str], cwd: Path = ROOT, check: bool = True, env: dict | None = None, timeout: int = 600):
+    """Run a command from the venv's bin, return the CompletedProcess (stdout+stderr text)."""
+    exe = BIN / cmd[0]
+    full = [str(exe) if exe.exists() else cmd[0], *cmd[1:]]
+    proc = subprocess.run(full, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(full)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """The tracked project files copied into tmp (no data/, models/, results/)."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    dest = tmp_path / "proj"
+    for f in files:
+        src = ROOT / f
+        if src.is_symlink() or src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dest / f)
+            else:
+                shutil.copy2(src, dest / f)
+    return dest

@@ -1,0 +1,57 @@
+from typer.testing import CliRunner
+
+from kubm.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_stages():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("collect", "doctor", "info", "check-config", "segment", "evaluate"):
+        assert cmd in res.output
+
+
+def test_check_config(root, monkeypatch):
+    monkeypatch.chdir(root)
+    res = runner.invoke(app, ["check-config"])
+    assert res.exit_code == 0, res.output
+    assert "adroit/relocate: expert=adroit_relocate" in res.output
+    assert "dexart/bucket" in res.output
+
+
+def test_collect_unknown_task_is_clear(root, monkeypatch):
+    monkeypatch.chdir(root)
+    res = runner.invoke(app, ["collect", "adroit/drawer", "--split", "train"])
+    assert res.exit_code == 2
+    assert "unknown task 'drawer'" in res.output and "relocate" in res.output
+
+
+def test_collect_bad_split(root, monkeypatch):
+    monkeypatch.chdir(root)
+    res = runner.invoke(app, ["collect", "adroit/relocate", "--split", "val"])
+    assert res.exit_code == 2 and "allowed values: ['train', 'test']" in res.output
+
+
+def test_config_typo_reaches_cli(tmp_path, root, monkeypatch):
+    monkeypatch.chdir(root)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("suites:\n  adroit:\n    defaults:\n      n_demo: {train: 1}\n")
+    res = runner.invoke(app, ["check-config", "-c", "config/config.yaml", "-c", str(bad)])
+    assert res.exit_code == 2
+    assert "unknown key(s) ['n_demo']" in res.output
+
+
+def test_unbuilt_stage_fails_loudly_and_writes_nothing(tmp_path, root, monkeypatch):
+    monkeypatch.chdir(root)
+    out = tmp_path / "eval.json"
+    res = runner.invoke(app, ["evaluate", "adroit/relocate", "--out", str(out)])
+    assert res.exit_code == 3
+    assert "not implemented yet" in res.output
+    assert not out.exists()
+
+
+def test_dvc_yaml_in_step(root, monkeypatch):
+    monkeypatch.chdir(root)
+    res = runner.invoke(app, ["dvc-yaml", "--check"])
+    assert res.exit_code == 0, res.output

@@ -1,0 +1,92 @@
+import copy
+
+import pytest
+import yaml
+
+from kubm.config import ConfigError, load_config, resolve_task, split_task_id, target_tasks, validate
+
+
+@pytest.fixture
+def base(root):
+    return yaml.safe_load((root / "config/config.yaml").read_text())
+
+
+def test_default_config_lists_both_suites(root):
+    cfg = load_config([root / "config/config.yaml"])
+    assert set(cfg["suites"]["adroit"]["tasks"]) == {"door", "hammer", "pen", "relocate"}
+    assert set(cfg["suites"]["dexart"]["tasks"]) == {"bucket", "faucet", "laptop", "toilet"}
+    assert cfg["fit"]["n_seeds"] == 5
+
+
+def test_defaults_filled_and_task_overrides(base):
+    cfg = validate(base)
+    pen = resolve_task(cfg, "adroit", "pen")
+    relocate = resolve_task(cfg, "adroit", "relocate")
+    assert pen.settings["horizon"] == 100 and relocate.settings["horizon"] == 200
+    assert relocate.settings["camera"]["fovy_deg"] == 45.0  # schema default
+    assert relocate.n_demos("train") == 50 and relocate.n_demos("test") == 30
+    assert len(relocate.seeds("train")) == 500
+
+
+def test_smoke_profile_merges(root):
+    cfg = load_config([root / "config/config.yaml", root / "config/smoke.yaml"])
+    assert target_tasks(cfg) == [("adroit", "relocate")]
+    t = resolve_task(cfg, "adroit", "relocate")
+    assert t.n_demos("train") == 2 and t.settings["expert"]["name"] == "adroit_relocate"
+
+
+def test_unknown_suite_and_task_name_allowed_values(base):
+    cfg = validate(base)
+    with pytest.raises(ConfigError, match=r"unknown suite 'robosuite'.*\['adroit', 'dexart'\]"):
+        split_task_id(cfg, "robosuite/lift")
+    with pytest.raises(ConfigError, match=r"unknown task 'drawer'.*'relocate'"):
+        split_task_id(cfg, "adroit/drawer")
+    bad = copy.deepcopy(base)
+    bad["targets"] = ["adroit/drawer"]
+    with pytest.raises(ConfigError, match="drawer"):
+        validate(bad)
+
+
+def test_typo_key_names_key_and_allowed(base):
+    bad = copy.deepcopy(base)
+    bad["suites"]["adroit"]["tasks"]["relocate"]["horizn"] = 10
+    with pytest.raises(ConfigError, match=r"suites\.adroit\.tasks\.relocate: unknown key\(s\) \['horizn'\].*horizon"):
+        validate(bad)
+
+
+def test_wrong_type_and_enum(base):
+    bad = copy.deepcopy(base)
+    bad["suites"]["adroit"]["defaults"]["horizon"] = "long"
+    with pytest.raises(ConfigError, match=r"suites\.adroit\.defaults\.horizon: expected integer"):
+        validate(bad)
+    bad = copy.deepcopy(base)
+    bad["suites"]["adroit"]["simulator"] = "bullet"
+    with pytest.raises(ConfigError, match=r"simulator: 'bullet' is not allowed; allowed values: \['mujoco', 'sapien'\]"):
+        validate(bad)
+
+
+def test_overlapping_seeds_rejected(base):
+    bad = copy.deepcopy(base)
+    bad["suites"]["adroit"]["tasks"]["door"]["seeds"] = {"train": {"start": 0, "count": 100}, "test": {"start": 50, "count": 10}}
+    with pytest.raises(ConfigError, match=r"suites\.adroit\.tasks\.door\.seeds: train seeds \[0, 100\) and test seeds \[50, 60\) overlap"):
+        validate(bad)
+
+
+def test_demo_count_beyond_seed_budget(base):
+    bad = copy.deepcopy(base)
+    bad["suites"]["dexart"]["defaults"]["n_demos"]["train"] = 1000
+    with pytest.raises(ConfigError, match=r"n_demos\.train=1000 exceeds the seed budget .*count=300"):
+        validate(bad)
+
+
+def test_task_hash_changes_with_settings(base):
+    cfg = validate(base)
+    h1 = resolve_task(cfg, "adroit", "relocate").hash()
+    base["suites"]["adroit"]["tasks"]["relocate"]["horizon"] = 150
+    assert resolve_task(validate(base), "adroit", "relocate").hash() != h1
+    assert resolve_task(validate(base), "adroit", "door").hash() == resolve_task(cfg, "adroit", "door").hash()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "nope.yaml"])
