@@ -71,8 +71,19 @@ def _run_probe(code: str, env: dict[str, str], timeout: float = PROBE_TIMEOUT_S)
     if proc.returncode == 0:
         lines = proc.stdout.strip().splitlines()
         return ProbeResult(True, lines[-1] if lines else "")
-    tail = (proc.stderr or proc.stdout).strip().splitlines()
-    return ProbeResult(False, tail[-1] if tail else f"exit code {proc.returncode}")
+    return ProbeResult(False, _error_line(proc.stderr or proc.stdout) or f"exit code {proc.returncode}")
+
+
+def _error_line(text: str) -> str:
+    """The exception line of the first traceback; later ones are often __del__ noise."""
+    lines = text.strip().splitlines()
+    in_tb = False
+    for line in lines:
+        if line.startswith("Traceback"):
+            in_tb = True
+        elif in_tb and line and not line[0].isspace():
+            return line
+    return lines[-1] if lines else ""
 
 
 # --- versions -------------------------------------------------------------------------
@@ -303,17 +314,20 @@ def _print_table(results: list[CheckResult]) -> None:
     except ImportError:
         for r in results:
             print(f"{r.status:5} {r.name:28} {r.detail}")
-            if r.fix and r.ok is not True:
-                print(f"{'':5} {'':28} fix: {r.fix}")
-        return
-    style = {True: "green", None: "yellow", False: "bold red"}
-    table = Table(title="kubm doctor", show_lines=False)
-    for col in ("status", "check", "detail", "fix"):
-        table.add_column(col, overflow="fold")
-    for r in results:
-        fix = r.fix if r.ok is not True else ""
-        table.add_row(f"[{style[r.ok]}]{r.status}[/]", r.name, r.detail, fix)
-    Console().print(table)
+    else:
+        style = {True: "green", None: "yellow", False: "bold red"}
+        table = Table(title="kubm doctor")
+        for col in ("status", "check", "detail"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            table.add_row(f"[{style[r.ok]}]{r.status}[/]", r.name, r.detail)
+        Console().print(table)
+    # Fixes are printed unwrapped below the table so the commands stay copy-pasteable.
+    fixes = [r for r in results if r.fix and r.ok is not True]
+    if fixes:
+        print("\nFixes:")
+        for r in fixes:
+            print(f"  [{r.status}] {r.name}: {r.fix}")
 
 
 def main(config: dict | None = None) -> int:

@@ -1,0 +1,36 @@
+# Entry points; scripts/setup.sh does the real set-up and is cheap when nothing changed.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+TARGET ?= results/adroit/relocate/eval.json
+CORES ?= all
+PYTEST_ARGS ?=
+# Offscreen MuJoCo rendering without a display; override with MUJOCO_GL=osmesa.
+MUJOCO_GL ?= egl
+export MUJOCO_GL
+
+.PHONY: setup run test smoke doctor clean-venv
+
+setup:
+	bash scripts/setup.sh
+
+# Targets go before options: snakemake can read a trailing target as an option value.
+run: setup
+	$(VENV)/bin/snakemake $(TARGET) --cores $(CORES)
+
+# KUBM_PYTEST_RC_FILE (set by .ci/run) receives pytest's own exit code, which make
+# would otherwise flatten to 2.
+test: setup
+	@rc=0; $(PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ -n "$${KUBM_PYTEST_RC_FILE:-}" ]; then echo $$rc > "$$KUBM_PYTEST_RC_FILE"; fi; \
+	exit $$rc
+
+smoke: setup
+	$(PY) -m pytest -q -m smoke $(PYTEST_ARGS)
+
+doctor:
+	@test -x $(VENV)/bin/kubm || { echo "no $(VENV)/bin/kubm: run 'make setup' first"; exit 1; }
+	$(VENV)/bin/kubm doctor
+
+clean-venv:
+	rm -rf $(VENV)
