@@ -40,9 +40,13 @@ def make_episode(seed, T=None):
     return data, {"seed": seed, "success": seed % 2 == 0}
 
 
+def writer(path, **kw):
+    kw = {"producer": "collect", "data": SPECS, "meta": META, "attrs": {}, **kw}
+    return EpisodeWriter(path, **kw)
+
+
 def write(path, seeds, **kw):
-    kw = {"producer": "collect", "data": SPECS, "meta": META, "attrs": ATTRS, **kw}
-    with EpisodeWriter(path, **kw) as w:
+    with writer(path, **{"attrs": ATTRS, **kw}) as w:
         for s in seeds:
             w.append_episode(*make_episode(s))
         return w.finish()
@@ -54,7 +58,8 @@ def test_round_trip(tmp_path):
     st = EpisodeStore.open(p, producer="collect", required=["rgb", "action"])
     assert st.n_episodes == 3 and st.keys() == sorted(s.name for s in SPECS)
     assert st.attrs["fps"] == 20 and st.attrs["camera"] == ATTRS["camera"]
-    assert st.attrs["kubm_format"] == 1 and st.attrs["producer"] == "collect" and st.attrs["complete"]
+    own = (st.attrs["kubm_format"], st.attrs["producer"], st.attrs["complete"])
+    assert own == (1, "collect", True)
     eps = [make_episode(s) for s in range(3)]
     assert st.episode_ends.tolist() == np.cumsum([len(d["action"]) for d, _ in eps]).tolist()
     assert st.n_steps == st.episode_ends[-1]
@@ -91,10 +96,12 @@ def test_deterministic(tmp_path):
 
 
 def test_layout(tmp_path):
-    specs = [ArraySpec("action", (4,), "float32"), ArraySpec("rgb", (128, 128, 3), "uint8", big=True),
-             ArraySpec("depth", (128, 128), "float32", big=True)]
-    with EpisodeWriter(tmp_path / "s.zarr", producer="collect", data=specs, meta={}, attrs={},
-                       chunk_rows=300) as w:
+    specs = [
+        ArraySpec("action", (4,), "float32"),
+        ArraySpec("rgb", (128, 128, 3), "uint8", big=True),
+        ArraySpec("depth", (128, 128), "float32", big=True),
+    ]
+    with writer(tmp_path / "s.zarr", data=specs, meta={}, chunk_rows=300) as w:
         p = w.finish()
     g = zarr.open_group(p, mode="r")
     assert g["data/action"].chunks == (300, 4) and g["data/action"].shards is None
@@ -188,7 +195,8 @@ def test_corrupted_chunk(tmp_path, name, damage):
     if damage == "garbage":
         f.write_bytes(np.random.default_rng(0).integers(0, 256, len(raw), dtype=np.uint8).tobytes())
     elif damage == "flip":  # in the compressed payload: only the crc32c codec notices
-        raw[len(raw) // 3 : len(raw) // 3 + 8] = bytes(b ^ 0xFF for b in raw[len(raw) // 3 : len(raw) // 3 + 8])
+        i = len(raw) // 3
+        raw[i : i + 8] = bytes(b ^ 0xFF for b in raw[i : i + 8])
         f.write_bytes(bytes(raw))
     elif damage == "empty":
         f.write_bytes(b"")
@@ -204,7 +212,7 @@ def test_corrupted_chunk(tmp_path, name, damage):
 
 def test_missing_required_array(tmp_path):
     p = write(tmp_path / "s.zarr", range(1))
-    with pytest.raises(StoreError, match="missing arrays.*object_state"):
+    with pytest.raises(StoreError, match="missing required arrays.*object_state"):
         EpisodeStore.open(p, required=["rgb", "object_state"])
     st = EpisodeStore.open(p)
     with pytest.raises(StoreError, match="no data array"):
@@ -227,7 +235,7 @@ def test_bad_append(tmp_path, edit, match):
     d, m = make_episode(0)
     edit(d, m)
     with pytest.raises(StoreError, match=match):
-        with EpisodeWriter(tmp_path / "s.zarr", producer="collect", data=SPECS, meta=META, attrs={}) as w:
+        with writer(tmp_path / "s.zarr") as w:
             w.append_episode(d, m)
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "s.zarr.partial").exists()
 
@@ -235,12 +243,12 @@ def test_bad_append(tmp_path, edit, match):
 def test_exception_inside_with_leaves_nothing(tmp_path):
     p = tmp_path / "s.zarr"
     with pytest.raises(KeyError):
-        with EpisodeWriter(p, producer="collect", data=SPECS, meta=META, attrs={}) as w:
+        with writer(p) as w:
             w.append_episode(*make_episode(0))
             raise KeyError("boom")
     assert os.listdir(tmp_path) == []
     with pytest.raises(StoreError, match="without finish"):
-        with EpisodeWriter(p, producer="collect", data=SPECS, meta=META, attrs={}) as w:
+        with writer(p) as w:
             w.append_episode(*make_episode(0))
     assert os.listdir(tmp_path) == []
 
@@ -251,7 +259,7 @@ def test_overwrite(tmp_path):
         write(p, range(3))
     # overwrite=True keeps the old store until the new one is finished.
     with pytest.raises(RuntimeError):
-        with EpisodeWriter(p, producer="collect", data=SPECS, meta=META, attrs={}, overwrite=True) as w:
+        with writer(p, overwrite=True) as w:
             w.append_episode(*make_episode(5))
             raise RuntimeError("interrupted")
     assert EpisodeStore.open(p).n_episodes == 2
@@ -262,13 +270,20 @@ def test_overwrite(tmp_path):
 
 def test_bad_attrs(tmp_path):
     with pytest.raises(StoreError, match="JSON"):
-        EpisodeWriter(tmp_path / "s.zarr", producer="collect", data=SPECS, meta=META, attrs={"x": object()})
+        writer(tmp_path / "s.zarr", attrs={"x": object()})
     with pytest.raises(StoreError, match="set by the store"):
-        EpisodeWriter(tmp_path / "s.zarr", producer="collect", data=SPECS, meta=META, attrs={"complete": True})
+        writer(tmp_path / "s.zarr", attrs={"complete": True})
+
+
+def test_no_data_arrays_store(tmp_path):
+    with writer(tmp_path / "s.zarr", data=[], meta={}) as w:
+        p = w.finish()
+    st = EpisodeStore.open(p)
+    assert st.keys() == [] and st.meta_keys() == ["episode_ends"] and st.n_episodes == 0
 
 
 def test_empty_store(tmp_path):
-    with EpisodeWriter(tmp_path / "s.zarr", producer="collect", data=SPECS, meta=META, attrs={}) as w:
+    with writer(tmp_path / "s.zarr") as w:
         p = w.finish()
     st = EpisodeStore.open(p)
     assert st.n_episodes == 0 and st.n_steps == 0 and st.array("rgb").shape == (0, H, W, 3)

@@ -80,12 +80,12 @@ class EpisodeWriter:
             raise StoreError(f"{self.path}: store already exists; delete it or pass overwrite=True")
         names = [s.name for s in data]
         if len(set(names)) != len(names) or any("/" in n or not n for n in names):
-            raise StoreError(f"{self.path}: data array names must be unique and contain no '/': {names}")
+            raise StoreError(f"{self.path}: data array names must be unique, without '/': {names}")
         if "episode_ends" in meta:
             raise StoreError(f"{self.path}: 'episode_ends' is written by the store itself")
         clash = [k for k in _RESERVED if k in attrs]
         if clash:
-            raise StoreError(f"{self.path}: attrs {clash} are set by the store; pass producer= instead")
+            raise StoreError(f"{self.path}: attrs {clash} are set by the store (use producer=)")
         attrs = {**attrs, "kubm_format": FORMAT_VERSION, "producer": producer, "complete": False}
         try:
             json.dumps(attrs, allow_nan=False)
@@ -97,74 +97,70 @@ class EpisodeWriter:
         self._group = zarr.open_group(self._tmp, mode="w", zarr_format=3, attributes=attrs)
         # write_empty_chunks: every chunk file exists, so a missing file means corruption.
         cfg = {"write_empty_chunks": True}
+        self._group.require_group("data"), self._group.require_group("meta")
         self._specs = {s.name: s for s in data}
-        self._arrays, self._unit = {}, {}
+        self._arrays = {}
         for s in data:
             chunks, shards = _layout(s, chunk_rows)
             self._arrays[s.name] = self._group.create_array(
                 f"data/{s.name}", shape=(0, *s.shape), dtype=s.dtype, chunks=chunks, shards=shards,
                 compressors=_compressors(), fill_value=0, config=cfg)
-            # Flush in whole storage units so no shard/chunk is ever read back and rewritten.
-            self._unit[s.name] = (shards or chunks)[0]
         self._meta_dtypes = {"episode_ends": "int64", **meta}
         self._meta_arrays = {}
         for name, dt in self._meta_dtypes.items():
-            self._meta_arrays[name] = self._group.create_array(f"meta/{name}", shape=(0,), dtype=dt, chunks=(_META_CHUNK,),
-                                     compressors=_compressors(), fill_value=0, config=cfg)
-        self._pending: dict[str, list[np.ndarray]] = {n: [] for n in self._specs}
-        self._pending_rows = dict.fromkeys(self._specs, 0)
-        self._meta: dict[str, list] = {n: [] for n in self._meta_dtypes}
+            self._meta_arrays[name] = self._group.create_array(
+                f"meta/{name}", shape=(0,), dtype=dt, chunks=(_META_CHUNK,),
+                compressors=_compressors(), fill_value=0, config=cfg)
+        self._meta: dict[str, list] = {n: [] for n in self._meta_dtypes}  # written in finish()
         self._n_steps = 0
 
     def append_episode(self, data: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         if self._done:
             raise StoreError(f"{self.path}: writer is closed")
         if set(data) != set(self._specs):
-            raise StoreError(f"{self.path}: episode arrays {sorted(data)} != declared {sorted(self._specs)}")
+            raise StoreError(f"{self.path}: episode arrays {sorted(data)} != declared "
+                             f"{sorted(self._specs)}")
         want_meta = set(self._meta_dtypes) - {"episode_ends"}
         if set(meta) != want_meta:
-            raise StoreError(f"{self.path}: episode meta {sorted(meta)} != declared {sorted(want_meta)}")
-        lengths = set()
+            raise StoreError(f"{self.path}: episode meta {sorted(meta)} != declared "
+                             f"{sorted(want_meta)}")
+        data = {k: np.asarray(a) for k, a in data.items()}
         for name, a in data.items():
-            s = self._specs[name]
-            a = np.asarray(a)
-            if a.ndim != len(s.shape) + 1 or a.shape[1:] != tuple(s.shape):
-                raise StoreError(f"{self.path}: data/{name} has shape {a.shape}, expected (T, *{tuple(s.shape)})")
-            if a.dtype != np.dtype(s.dtype):  # exact: silent casts hide bugs (float64 qpos, int seg)
-                raise StoreError(f"{self.path}: data/{name} has dtype {a.dtype}, expected {s.dtype}; cast it first")
-            lengths.add(a.shape[0])
+            want = tuple(self._specs[name].shape)
+            if a.ndim != len(want) + 1 or a.shape[1:] != want:
+                raise StoreError(f"{self.path}: data/{name} has shape {a.shape}, "
+                                 f"expected (T, *{want})")
+            if a.dtype != np.dtype(self._specs[name].dtype):  # exact: a silent cast hides bugs
+                raise StoreError(f"{self.path}: data/{name} has dtype {a.dtype}, expected "
+                                 f"{self._specs[name].dtype}; cast it first")
+        lengths = {a.shape[0] for a in data.values()}
         if len(lengths) != 1 or 0 in lengths:
-            raise StoreError(f"{self.path}: episode arrays need one common length T >= 1, got {sorted(lengths)}")
+            raise StoreError(f"{self.path}: episode arrays need one common length T >= 1, "
+                             f"got {sorted(lengths)}")
         vals = {}
         for name, v in meta.items():
             if np.ndim(v) != 0:
-                raise StoreError(f"{self.path}: meta/{name} must be a scalar, got shape {np.shape(v)}")
+                raise StoreError(f"{self.path}: meta/{name} must be a scalar, "
+                                 f"got shape {np.shape(v)}")
             vals[name] = np.asarray(v).astype(self._meta_dtypes[name])
         (T,) = lengths
-        for name, a in data.items():
-            self._pending[name].append(np.array(a, copy=True))  # caller may reuse its buffers
-            self._pending_rows[name] += T
-            self._flush(name, final=False)
+        # Append rewrites at most the partial last chunk/shard (zarr keeps the other encoded
+        # inner chunks of a shard as they are), so the cost stays O(episode); measured flat in
+        # benchmarks/store_append.py.
+        try:
+            for name, a in data.items():
+                self._arrays[name].append(a, axis=0)
+        except BaseException:
+            self.close()  # arrays now disagree in length: the store cannot be finished
+            raise
         self._n_steps += T
         for name, v in vals.items():
             self._meta[name].append(v)
         self._meta["episode_ends"].append(self._n_steps)
 
-    def _flush(self, name: str, final: bool) -> None:
-        unit, rows = self._unit[name], self._pending_rows[name]
-        n = rows if final else rows // unit * unit
-        if n == 0:
-            return
-        buf = np.concatenate(self._pending[name]) if len(self._pending[name]) > 1 else self._pending[name][0]
-        self._arrays[name].append(buf[:n], axis=0)
-        self._pending[name] = [buf[n:]] if n < rows else []
-        self._pending_rows[name] = rows - n
-
     def finish(self) -> Path:
         if self._done:
             raise StoreError(f"{self.path}: writer is closed")
-        for name in self._specs:
-            self._flush(name, final=True)
         for name, vals in self._meta.items():
             if vals:  # via the handle created with write_empty_chunks
                 self._meta_arrays[name].append(np.asarray(vals, dtype=self._meta_dtypes[name]))
@@ -173,7 +169,8 @@ class EpisodeWriter:
         if self.path.exists():
             if not self._overwrite:
                 self.close()
-                raise StoreError(f"{self.path}: appeared while writing; delete it or pass overwrite=True")
+                raise StoreError(f"{self.path}: appeared while writing; delete it or pass "
+                                 "overwrite=True")
             shutil.rmtree(old, ignore_errors=True)
             self.path.rename(old)  # keep the old store until the new one is in place
         self._tmp.rename(self.path)
@@ -238,10 +235,13 @@ class EpisodeStore:
         if producer is not None and attrs.get("producer") != producer:
             raise StoreError(f"{path}: made by producer {attrs.get('producer')!r}, expected "
                              f"{producer!r}; wrong input path, or {fix}")
-        have = set(group["data"].array_keys()) if "data" in group else set()
+        if "data" not in group or "meta/episode_ends" not in group:
+            raise StoreError(f"{path}: corrupt: no data/ group or meta/episode_ends; {fix}")
+        have = set(group["data"].array_keys())
         missing = [k for k in required if k not in have]
-        if missing or "meta/episode_ends" not in group:
-            raise StoreError(f"{path}: missing arrays {missing or ['meta/episode_ends']}; {fix}")
+        if missing:
+            raise StoreError(f"{path}: missing required arrays {missing} (has {sorted(have)}); "
+                             f"a different producer's store, or {fix}")
         ends = _read(path, group["meta/episode_ends"], producer)
         bad = ends.ndim != 1 or ends.dtype != np.int64 or (len(ends) and ends[0] < 0) \
             or np.any(np.diff(ends) < 0)
@@ -252,17 +252,19 @@ class EpisodeStore:
                              f"{lengths}; {fix}")
         for k in group["meta"].array_keys():
             if group[f"meta/{k}"].shape[0] != len(ends):
-                raise StoreError(f"{path}: corrupt: meta/{k} has {group[f'meta/{k}'].shape[0]} rows "
-                                 f"for {len(ends)} episodes; {fix}")
+                raise StoreError(f"{path}: corrupt: meta/{k} has {group[f'meta/{k}'].shape[0]} "
+                                 f"rows for {len(ends)} episodes; {fix}")
         # Missing or empty chunk/shard files read back as fill values without any error.
         for kind in ("data", "meta"):
             for k in group[kind].array_keys():
                 arr = group[f"{kind}/{k}"]
                 unit = arr.metadata.chunk_grid.chunk_shape[0]  # shard rows when sharded
                 for i in range(math.ceil(arr.shape[0] / unit)):
-                    f = path / arr.path / arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+                    key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+                    f = path / arr.path / key
                     if not f.is_file() or f.stat().st_size == 0:
-                        raise StoreError(f"{path}: corrupt: chunk file {f} is missing or empty; {fix}")
+                        raise StoreError(f"{path}: corrupt: chunk file {f} is missing or empty; "
+                                         f"{fix}")
         return cls(path, group, ends)
 
     def _read(self, arr, sel=slice(None)) -> np.ndarray:
@@ -303,6 +305,8 @@ class EpisodeStore:
 def describe(path) -> str:
     """Human summary; works on partial stores too (it does not validate)."""
     path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
     try:
         g = zarr.open_group(path, mode="r", zarr_format=3)
     except Exception as e:
