@@ -268,6 +268,20 @@ def test_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["s.zarr"]
 
 
+def test_attrs_updated_before_finish(tmp_path):
+    with writer(tmp_path / "s.zarr", attrs={"fps": 20}) as w:
+        w.append_episode(*make_episode(0))
+        w.attrs.update(kept=1, acceptance_rate=0.5)
+        p = w.finish()
+    a = EpisodeStore.open(p).attrs
+    assert (a["fps"], a["kept"], a["acceptance_rate"], a["complete"]) == (20, 1, 0.5, True)
+    with pytest.raises(StoreError, match="JSON"):
+        with writer(tmp_path / "t.zarr") as w:
+            w.attrs["bad"] = np.float32(1)
+            w.finish()
+    assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "t.zarr.partial").exists()
+
+
 def test_bad_attrs(tmp_path):
     with pytest.raises(StoreError, match="JSON"):
         writer(tmp_path / "s.zarr", attrs={"x": object()})

@@ -83,18 +83,14 @@ class EpisodeWriter:
             raise StoreError(f"{self.path}: data array names must be unique, without '/': {names}")
         if "episode_ends" in meta:
             raise StoreError(f"{self.path}: 'episode_ends' is written by the store itself")
-        clash = [k for k in _RESERVED if k in attrs]
-        if clash:
-            raise StoreError(f"{self.path}: attrs {clash} are set by the store (use producer=)")
-        attrs = {**attrs, "kubm_format": FORMAT_VERSION, "producer": producer, "complete": False}
-        try:
-            json.dumps(attrs, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise StoreError(f"{self.path}: attrs are not JSON-serialisable ({e})") from e
+        # Caller provenance; may still be updated (e.g. acceptance rate) until finish().
+        self.attrs: dict = dict(attrs)
+        self._producer = producer
+        full = self._full_attrs(complete=False)
         if self._tmp.exists():  # left by a killed writer: nothing in it can be trusted
             shutil.rmtree(self._tmp)
         self._tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._group = zarr.open_group(self._tmp, mode="w", zarr_format=3, attributes=attrs)
+        self._group = zarr.open_group(self._tmp, mode="w", zarr_format=3, attributes=full)
         # write_empty_chunks: every chunk file exists, so a missing file means corruption.
         cfg = {"write_empty_chunks": True}
         self._group.require_group("data"), self._group.require_group("meta")
@@ -113,6 +109,18 @@ class EpisodeWriter:
                 compressors=_compressors(), fill_value=0, config=cfg)
         self._meta: dict[str, list] = {n: [] for n in self._meta_dtypes}  # written in finish()
         self._n_steps = 0
+
+    def _full_attrs(self, complete: bool) -> dict:
+        clash = [k for k in _RESERVED if k in self.attrs]
+        if clash:
+            raise StoreError(f"{self.path}: attrs {clash} are set by the store (use producer=)")
+        full = {**self.attrs, "kubm_format": FORMAT_VERSION, "producer": self._producer,
+                "complete": complete}
+        try:
+            json.dumps(full, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{self.path}: attrs are not JSON-serialisable ({e})") from e
+        return full
 
     def append_episode(self, data: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         if self._done:
@@ -164,7 +172,12 @@ class EpisodeWriter:
         for name, vals in self._meta.items():
             if vals:  # via the handle created with write_empty_chunks
                 self._meta_arrays[name].append(np.asarray(vals, dtype=self._meta_dtypes[name]))
-        self._group.attrs["complete"] = True
+        try:
+            full = self._full_attrs(complete=True)
+        except StoreError:
+            self.close()
+            raise
+        self._group.attrs.put(full)
         old = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
             if not self._overwrite:
