@@ -40,7 +40,7 @@ DEFAULT_CAMERAS: dict[str, dict] = {
     "door": dict(position=(0.6, -0.75, 0.75), lookat=(-0.1, 0.05, 0.25), fovy_deg=50.0),
     "hammer": dict(position=(0.55, -0.65, 0.6), lookat=(0.0, -0.1, 0.15), fovy_deg=45.0),
     "pen": dict(position=(0.3, -0.65, 0.55), lookat=(0.0, -0.2, 0.25), fovy_deg=40.0),
-    "relocate": dict(position=(0.0, -0.75, 0.85), lookat=(0.0, 0.05, 0.1), fovy_deg=50.0),
+    "relocate": dict(position=(0.65, -0.1, 0.65), lookat=(0.0, 0.02, 0.15), fovy_deg=55.0),
 }
 
 # Bodies whose pixels form the manipulated object's mask.
@@ -69,6 +69,12 @@ def _gym_env(task: str):
 
 
 class AdroitEnv:
+    """One Adroit task as a `ManipulationEnv`.
+
+    Beyond the protocol, experts may use `model`/`data` (the live MuJoCo state)
+    and `qpos_adr`/`dof_adr` (qpos / dof address of each action's joint).
+    """
+
     suite = "adroit"
 
     def __init__(
@@ -97,20 +103,18 @@ class AdroitEnv:
         jnt = m.actuator_trnid[:, 0]
         self.action_dim = int(m.nu)
         self.joint_names = [m.joint(j).name for j in jnt]
-        self._qadr = m.jnt_qposadr[jnt]
-        self._dadr = m.jnt_dofadr[jnt]
+        self.qpos_adr = m.jnt_qposadr[jnt]
+        self.dof_adr = m.jnt_dofadr[jnt]
         self._limits = m.jnt_range[jnt].copy()
         self._gain = m.actuator_gainprm[:, 0].copy()
         self._b0 = m.actuator_biasprm[:, 0].copy()
         self._b1 = m.actuator_biasprm[:, 1].copy()
         self._gear = m.actuator_gear[:, 0].copy()
         self._ctrlrange = m.actuator_ctrlrange.copy()
-        self._target = np.zeros(m.nu)
         self.object_seg_ids = [m.body(b).id for b in OBJECT_BODIES[task]]
         self._t = 0
 
         self.camera = self._resolve_camera(camera or CameraSpec())
-        self._renderer = None
         if render:
             self._init_renderer()
 
@@ -133,6 +137,8 @@ class AdroitEnv:
         f = look - pos
         dist = float(np.linalg.norm(f))
         f /= dist
+        if abs(f[2]) > 0.999:
+            raise ValueError("a free camera cannot look straight up or down (its roll is undefined)")
         # MuJoCo free camera: pos = lookat - distance * (cos el cos az, cos el sin az, sin el)
         self._free = mujoco.MjvCamera()
         self._free.type = mujoco.mjtCamera.mjCAMERA_FREE
@@ -171,41 +177,84 @@ class AdroitEnv:
     def _init_renderer(self):
         m = self.model
         m.vis.quality.offsamples = 0  # no MSAA: 10-20x faster on llvmpipe
+        h, w = self.camera.height, self.camera.width
+        if w > m.vis.global_.offwidth or h > m.vis.global_.offheight:
+            raise ValueError(f"{w}x{h} exceeds the offscreen buffer {m.vis.global_.offwidth}x{m.vis.global_.offheight}")
         try:
-            self._renderer = mujoco.Renderer(m, self.camera.height, self.camera.width)
+            self._gl = mujoco.GLContext(w, h)
+            self._gl.make_current()
+            self._ctx = mujoco.MjrContext(m, mujoco.mjtFontScale.mjFONTSCALE_150)
         except Exception as e:
             raise SimulatorError(
                 f"MuJoCo renderer failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} ({e!r}); {_GL_HELP}"
             ) from e
-        flags = self._renderer.scene.flags
-        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
+        self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+        self._scene = mujoco.MjvScene(m, maxgeom=10000)
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        self._rect = mujoco.MjrRect(0, 0, w, h)
         self._opt_rgb = mujoco.MjvOption()
         # Depth and segmentation hide sites: the translucent relocate target would
         # otherwise cover the ball exactly when the task succeeds.
-        self._opt_geom = mujoco.MjvOption()
-        self._opt_geom.sitegroup[:] = 0
+        self._opt_seg = mujoco.MjvOption()
+        self._opt_seg.sitegroup[:] = 0
+        self._mjcam = mujoco.MjvCamera()
+        if self._cam_id >= 0:
+            self._mjcam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            self._mjcam.fixedcamid = self._cam_id
+        else:
+            self._mjcam = self._free
+        self._pert = mujoco.MjvPerturb()
+        # Reverse-z depth buffer -> metres (as mujoco.Renderer does).
+        near = m.vis.map.znear * m.stat.extent
+        far = m.vis.map.zfar * m.stat.extent
+        self._zc = 0.5 * (far + near) / (far - near) - 0.5
+        self._zd = far * near / (far - near)
         self._geom_body = np.append(m.geom_bodyid, 0).astype(np.uint8)  # index -1 -> 0
+        h, w = self.camera.height, self.camera.width
+        self._rgb_buf = np.empty((h, w, 3), np.uint8)
+        self._depth_buf = np.empty((h, w), np.float32)
+        self._seg_buf = np.empty((h, w, 3), np.uint8)
+
+    def _update_scene(self, opt):
+        mujoco.mjv_updateScene(
+            self.model, self.data, opt, self._pert, self._mjcam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
 
     def _render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r, cam = self._renderer, (self._cam_id if self._cam_id >= 0 else self._free)
-        r.update_scene(self.data, camera=cam, scene_option=self._opt_rgb)
-        rgb = r.render()
-        r.update_scene(self.data, camera=cam, scene_option=self._opt_geom)
-        r.enable_depth_rendering()
-        depth = r.render()
-        r.enable_segmentation_rendering()
-        ids = r.render()
-        r.disable_segmentation_rendering()
-        # Only geoms (type mjOBJ_GEOM) map to bodies; background (-1) -> 0.
-        gid = np.where(ids[..., 1] == mujoco.mjtObj.mjOBJ_GEOM, ids[..., 0], -1)
-        return rgb, depth, self._geom_body[gid]
+        self._gl.make_current()
+        scn, flags = self._scene, self._scene.flags
+        # Pass 1: RGB, as seen (translucent goal markers included).
+        self._update_scene(self._opt_rgb)
+        mujoco.mjr_render(self._rect, scn, self._ctx)
+        mujoco.mjr_readPixels(self._rgb_buf, None, self._rect, self._ctx)
+        # Pass 2: flat colours encode scene-geom index + 1 (0 = nothing). Depth is
+        # read here too: every geom is opaque in this pass (the pen's translucent
+        # body writes no depth in pass 1), so depth and segmentation agree.
+        self._update_scene(self._opt_seg)
+        flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = True
+        mujoco.mjr_render(self._rect, scn, self._ctx)
+        flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = False
+        mujoco.mjr_readPixels(self._seg_buf, self._depth_buf, self._rect, self._ctx)
+        depth = (self._zd / (self._depth_buf.astype(np.float64) + self._zc)).astype(np.float32)
+        c = self._seg_buf.astype(np.int32)
+        segid = c[..., 0] + (c[..., 1] << 8) + (c[..., 2] << 16)
+        # scene geom -> model geom id (-1 for non-geoms) -> body id
+        lut = np.full(scn.ngeom + 1, -1, np.int64)
+        for i in range(scn.ngeom):
+            g = scn.geoms[i]
+            if g.objtype == mujoco.mjtObj.mjOBJ_GEOM and g.segid >= 0:
+                lut[g.segid + 1] = g.objid
+        seg = self._geom_body[lut[np.minimum(segid, scn.ngeom)]]
+        # OpenGL rows start at the bottom.
+        return np.flipud(self._rgb_buf).copy(), np.flipud(depth).copy(), np.flipud(seg).copy()
 
     # ---------------------------------------------------------------- episode
     def _obs(self) -> Observation:
-        qpos = self.data.qpos[self._qadr].astype(np.float32)
+        qpos = self.data.qpos[self.qpos_adr].astype(np.float32)
         obs = Observation(qpos=qpos, info={"t": self._t})
-        if self._renderer is not None:
+        if self.render_enabled:
             obs.rgb, obs.depth, obs.seg = self._render()
         return obs
 
@@ -223,7 +272,7 @@ class AdroitEnv:
     def qpos_to_ctrl(self, q_des: np.ndarray) -> np.ndarray:
         """ctrl such that each actuator's force balances gravity/Coriolis at q_des:
         gain*ctrl + b0 + b1*q_des = qfrc_bias  (the servo then pulls q toward q_des)."""
-        bias = self.data.qfrc_bias[self._dadr] / self._gear
+        bias = self.data.qfrc_bias[self.dof_adr] / self._gear
         ctrl = (bias - self._b0 - self._b1 * q_des) / self._gain
         return np.clip(ctrl, self._ctrlrange[:, 0], self._ctrlrange[:, 1])
 
@@ -289,7 +338,8 @@ class AdroitEnv:
         return self._limits.copy()
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        if self.render_enabled and self._ctx is not None:
+            self._ctx.free()
+            self._gl.free()
+            self._ctx = None
         self._gym.close()

@@ -1,0 +1,40 @@
+"""Build a task env from its config entry (suite, task, simulator settings)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from kubm.sim.base import CameraSpec, ManipulationEnv
+
+SUITES = ("adroit", "dexart")
+ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
+
+
+def _camera(cfg: dict | CameraSpec | None) -> CameraSpec:
+    if isinstance(cfg, CameraSpec):
+        return cfg
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - {f.name for f in fields(CameraSpec)}
+    if unknown:
+        raise ValueError(f"unknown camera keys {sorted(unknown)}; allowed: {[f.name for f in fields(CameraSpec)]}")
+    for key in ("position", "lookat"):  # YAML gives lists; CameraSpec is frozen/hashable
+        if cfg.get(key) is not None:
+            cfg[key] = tuple(float(v) for v in cfg[key])
+    return CameraSpec(**cfg)
+
+
+def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool = True) -> ManipulationEnv:
+    """task_cfg keys used: camera_spec (a CameraSpec) or camera (its fields as a dict),
+    horizon, frame_skip; other keys are ignored."""
+    task_cfg = task_cfg or {}
+    if suite == "adroit":
+        if task not in ADROIT_TASKS:
+            raise ValueError(f"unknown adroit task {task!r}; allowed: {', '.join(ADROIT_TASKS)}")
+        from kubm.sim.adroit import AdroitEnv  # imports MuJoCo (and picks its GL backend)
+
+        kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip") if task_cfg.get(k) is not None}
+        camera = _camera(task_cfg.get("camera_spec") or task_cfg.get("camera"))
+        return AdroitEnv(task, camera=camera, render=render, **kwargs)
+    if suite == "dexart":
+        raise NotImplementedError("dexart suite is not built yet (issue 5)")
+    raise ValueError(f"unknown suite {suite!r}; allowed: {', '.join(SUITES)}")
