@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-TARGET ?= results/adroit/relocate/eval.json
+TARGET ?= data/adroit/relocate/demos/train.zarr data/adroit/relocate/demos/test.zarr
 CORES ?= all
 PYTEST_ARGS ?=
 # Offscreen MuJoCo rendering without a display; override with MUJOCO_GL=osmesa.
 MUJOCO_GL ?= egl
 export MUJOCO_GL
 
-.PHONY: setup run test smoke doctor clean-venv
+.PHONY: setup run test smoke doctor clean-venv pull
 
 setup:
 	bash scripts/setup.sh
@@ -34,3 +34,11 @@ doctor:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Fetch cached artifacts from the DVC remote and mark them up to date for Snakemake
+# (DVC restores files with fresh mtimes).
+.PHONY: pull
+pull: setup
+	$(VENV)/bin/dvc pull
+	$(VENV)/bin/dvc status
+	$(VENV)/bin/snakemake $(TARGET) --touch --cores 1

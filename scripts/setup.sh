@@ -141,12 +141,20 @@ venv_step() {
 
 pip_step() {
   local stamp=.venv/.kubm-installed
-  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
-    say "pip: up to date ($stamp newer than pyproject.toml, constraints.txt)"; return 0
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ] && [ "$stamp" -nt scripts/setup.sh ]; then
+    say "pip: up to date ($stamp newer than pyproject.toml, constraints.txt, setup.sh)"; return 0
   fi
   say "pip: installing -c constraints.txt -e '.[test]'"
   # constraints.txt pins the CPU torch build; without it pip may pull the CUDA wheel.
   .venv/bin/python -m pip install --no-input -q -c constraints.txt -e '.[test]'
+  # Perception models, installed without their declared deps: sam2 and the cotracker
+  # package (carried unmodified by the napari-cotrack wheel) list torchvision, which
+  # would pull a CUDA torch. Their real runtime deps are in pyproject.toml.
+  # sam2's pyproject lists torch as a build requirement: build against the installed one.
+  SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install --no-input -q -c constraints.txt \
+    --no-deps --no-build-isolation "sam2==1.1.0"
+  .venv/bin/python -m pip install --no-input -q -c constraints.txt \
+    --no-deps --ignore-requires-python "napari-cotrack==0.1.7"
   touch "$stamp"
 }
 

@@ -182,6 +182,12 @@ def resolve_task(config: dict, suite: str, task: str) -> TaskConfig:
     return TaskConfig(suite=suite, task=task, simulator=suite_cfg["simulator"], settings=settings)
 
 
+def stage_hash(config: dict, suite: str, task: str, *sections: str) -> str:
+    """Hash of a task's settings plus the named top-level sections (e.g. "segment")."""
+    blob = json.dumps([resolve_task(config, suite, task).hash(), [config.get(s) for s in sections]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def target_tasks(config: dict) -> list[tuple[str, str]]:
     targets = config.get("targets") or []
     if not targets:
