@@ -303,6 +303,14 @@ class AdroitEnv:
         goal = (self._site("target_top") - self._site("target_bottom")) / self._pen_len[1]
         return obj, goal
 
+    def object_poses(self) -> np.ndarray:
+        """World pose (x, y, z, qw, qx, qy, qz) of each body in object_seg_ids, float32 (B, 7).
+
+        Ground truth for the sim point tracker: object points ride on these bodies.
+        """
+        ids = self.object_seg_ids
+        return np.concatenate([self.data.xpos[ids], self.data.xquat[ids]], axis=1).astype(np.float32)
+
     def object_state(self) -> np.ndarray:
         t = self.task
         if t == "relocate":

@@ -62,6 +62,8 @@ class ManipulationEnv(Protocol):
 
     def object_state(self) -> np.ndarray: ...  # privileged, float32 (d_o,)
 
+    def object_poses(self) -> np.ndarray: ...  # (B, 7) world pose (xyz, qw qx qy qz) per object_seg_ids body
+
     def joint_limits(self) -> np.ndarray: ...  # (d_q, 2) lower/upper
 
     def camera_intrinsics(self) -> np.ndarray: ...  # (3, 3) pinhole K in pixels

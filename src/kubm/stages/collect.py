@@ -37,6 +37,7 @@ class Episode:
     qpos: np.ndarray
     action: np.ndarray
     object_state: np.ndarray
+    object_pose: np.ndarray
     rgb: np.ndarray | None = None
     depth: np.ndarray | None = None
     seg: np.ndarray | None = None
@@ -61,10 +62,11 @@ def rollout(env: ManipulationEnv, expert: Expert, seed: int, horizon: int, rende
     """
     obs = env.reset(seed)
     expert.reset(env, seed)
-    qpos, actions, objs, rgbs, depths, segs = [], [], [], [], [], []
+    qpos, actions, objs, poses, rgbs, depths, segs = [], [], [], [], [], [], []
     for _ in range(horizon):
         qpos.append(obs.qpos)
         objs.append(env.object_state())
+        poses.append(env.object_poses())
         if render:
             rgbs.append(obs.rgb)
             depths.append(obs.depth)
@@ -78,6 +80,7 @@ def rollout(env: ManipulationEnv, expert: Expert, seed: int, horizon: int, rende
         qpos=np.asarray(qpos, dtype=np.float32),
         action=np.asarray(actions, dtype=np.float32),
         object_state=np.asarray(objs, dtype=np.float32),
+        object_pose=np.asarray(poses, dtype=np.float32),
     )
     if render:
         ep.rgb, ep.depth, ep.seg = np.stack(rgbs), np.stack(depths).astype(np.float32), np.stack(segs)
@@ -107,6 +110,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
     d_q = render_env.action_dim
     first = render_env.reset(seeds[0])
     d_o = int(np.asarray(render_env.object_state()).shape[0])
+    n_bodies = len(render_env.object_seg_ids)
     h, w = first.rgb.shape[:2]
     attrs = {
         "suite": task.suite,
@@ -129,6 +133,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
             "convention": "OpenCV (x right, y down, z forward)",
         },
         "seg_object_ids": [int(i) for i in render_env.object_seg_ids],
+        "object_pose_layout": "per seg_object_ids body: x, y, z, qw, qx, qy, qz (world)",
         "success_definition": "final step",
         "versions": package_versions(),
         "git_revision": git_revision(),
@@ -137,6 +142,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
         ArraySpec("action", (d_q,), "float32"),
         ArraySpec("qpos", (d_q,), "float32"),
         ArraySpec("object_state", (d_o,), "float32"),
+        ArraySpec("object_pose", (n_bodies, 7), "float32"),
         ArraySpec("rgb", (h, w, 3), "uint8", big=True),
         ArraySpec("depth", (h, w), "float32", big=True),
         ArraySpec("seg", (h, w), "uint8", big=True),
@@ -159,7 +165,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
                         "the simulator or the expert is nondeterministic (check for global RNG use in the expert)"
                     )
                 writer.append_episode(
-                    {"action": ep.action, "qpos": ep.qpos, "object_state": ep.object_state,
+                    {"action": ep.action, "qpos": ep.qpos, "object_state": ep.object_state, "object_pose": ep.object_pose,
                      "rgb": ep.rgb, "depth": ep.depth, "seg": ep.seg},
                     {"seed": seed, "success": True},
                 )
