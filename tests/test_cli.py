@@ -55,3 +55,48 @@ def test_dvc_yaml_in_step(root, monkeypatch):
     monkeypatch.chdir(root)
     res = runner.invoke(app, ["dvc-yaml", "--check"])
     assert res.exit_code == 0, res.output
+
+
+def test_collect_reports_broken_renderer(tmp_path, root):
+    """A GL backend that cannot start: collect says what to install, and writes nothing."""
+    from conftest import run
+
+    out = tmp_path / "demos.zarr"
+    proc = run(["kubm", "collect", "adroit/relocate", "--split", "test", "--out", str(out), "--no-progress",
+                "-c", "config/config.yaml", "-c", "config/smoke.yaml"],
+               env={"MUJOCO_GL": "glx", "DISPLAY": "", "PYOPENGL_PLATFORM": ""}, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    msg = proc.stdout + proc.stderr
+    assert "MUJOCO_GL" in msg and ("apt-get install" in msg or "egl" in msg)
+    assert not out.exists()
+
+
+def test_interrupted_collect_leaves_no_store(tmp_path, root, monkeypatch):
+    """An expert that dies mid-collection: no store (complete or not) appears at the output path."""
+    from kubm.config import load_config, resolve_task
+    from kubm.experts import registry
+    from kubm.stages import collect as collect_stage
+
+    class Boom:
+        name = "boom"
+        calls = 0
+
+        def reset(self, env, seed):
+            pass
+
+        def act(self, env):
+            Boom.calls += 1
+            if Boom.calls > 150:
+                raise KeyboardInterrupt
+            return env.data.qpos[env.qpos_adr].copy()
+
+    monkeypatch.setattr(registry, "make_expert", lambda name, params=None: Boom())
+    cfg = load_config([root / "config/config.yaml", root / "config/smoke.yaml"])
+    task = resolve_task(cfg, "adroit", "relocate")
+    out = tmp_path / "demos.zarr"
+    import pytest
+
+    with pytest.raises(KeyboardInterrupt):
+        collect_stage.collect(task, "test", out, progress=False)
+    assert not out.exists()
+    assert not list(tmp_path.glob("*.partial"))
