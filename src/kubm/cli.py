@@ -79,6 +79,83 @@ def collect(
                f"(acceptance {summary['acceptance_rate']:.0%})")
 
 
+def _qc_paths(task, stage: str, split: str, metrics: Path | None, video: Path | None) -> tuple[Path, Path]:
+    qc = Path(f"results/{task.suite}/{task.task}/qc")
+    return metrics or qc / f"{stage}_{split}.metrics.json", video or qc / f"{stage}_{split}.mp4"
+
+
+def _stage_errors():
+    from kubm.perception.segmentation import BackendUnavailable as SegUnavailable
+    from kubm.perception.tracking import BackendUnavailable as TrackUnavailable
+    from kubm.perception.weights import CheckpointNotFound
+    from kubm.storage.episode_store import StoreError
+
+    return (SegUnavailable, TrackUnavailable, CheckpointNotFound, StoreError, ValueError)
+
+
+@app.command()
+def segment(
+    task_id: TaskArg,
+    demos: Annotated[Path, typer.Option(help="demo store from collect")],
+    out: Annotated[Path, typer.Option(help="mask store to write")],
+    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default results/{suite}/{task}/qc/segment_{split}.metrics.json)")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="QC video (default results/{suite}/{task}/qc/segment_{split}.mp4)")] = None,
+    split: SplitOpt = "train",
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Masks of the manipulated object (backend from config: auto | sim | sam2 | sam3), scored by IoU vs ground truth."""
+    from kubm.stages.segment import segment as run_segment
+
+    _check_split(split)
+    config = _load(configfile)
+    task = _task(config, task_id)
+    _set_threads(threads)
+    metrics, video = _qc_paths(task, "segment", split, metrics, video)
+    try:
+        result = run_segment(task, config, demos, out, metrics, video, progress=progress)
+    except _stage_errors() as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}: backend {result['backend']}, mask IoU {result['mask_iou_mean']:.3f} ({metrics})")
+
+
+@app.command()
+def track(
+    task_id: TaskArg,
+    demos: Annotated[Path, typer.Option(help="demo store from collect")],
+    masks: Annotated[Path, typer.Option(help="mask store from segment")],
+    out: Annotated[Path, typer.Option(help="track store to write")],
+    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default results/{suite}/{task}/qc/track_{split}.metrics.json)")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="QC video (default results/{suite}/{task}/qc/track_{split}.mp4)")] = None,
+    split: SplitOpt = "train",
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Track N object points through each episode (auto | sim | cotracker3 | opencv_lk), scored vs ground truth."""
+    from kubm.stages.track import track as run_track
+
+    _check_split(split)
+    config = _load(configfile)
+    task = _task(config, task_id)
+    _set_threads(threads)
+    metrics, video = _qc_paths(task, "track", split, metrics, video)
+    try:
+        result = run_track(task, config, demos, masks, out, metrics, video, progress=progress)
+    except _stage_errors() as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}: backend {result['backend']}, median error {result['median_px']:.2f} px, "
+               f"{result['within_2px']:.0%} within 2 px ({metrics})")
+
+
+def _set_threads(threads: int) -> None:
+    # Snakemake passes the rule's `threads`; torch would otherwise use every core.
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
 @app.command()
 def doctor(configfile: ConfigFiles = None) -> None:
     """Preflight: rendering backends, SAPIEN's Vulkan device, versions, disk, model weights."""
@@ -135,8 +212,6 @@ def dvc_yaml(
 # Stages built by later issues. They fail loudly and write nothing, so a dry run
 # resolves the whole DAG but no fake artifact can ever appear.
 _NOT_BUILT = {
-    "segment": "issue 3 (perception: segmentation)",
-    "track": "issue 3 (perception: point tracking)",
     "train-ae": "issue 4 (K-UBM core: flow autoencoder)",
     "encode": "issue 4 (K-UBM core: feature cache)",
     "fit": "issue 4 (K-UBM core: fitting)",
@@ -151,7 +226,7 @@ def _not_built(name: str, issue: str):
         configfile: ConfigFiles = None,
     ) -> None:
         _fail(f"`kubm {name}` is not implemented yet: it arrives with {issue}. "
-              f"Stages that exist: collect. Build up to them, e.g. `snakemake --cores all data/{task_id}/demos/train.zarr`.", code=3)
+              f"Stages that exist: collect, segment, track. Build up to them, e.g. `snakemake --cores all data/{task_id}/tracks/train.zarr`.", code=3)
 
     command.__doc__ = f"[not implemented yet: {issue}]"
     return command

@@ -52,3 +52,8 @@ def fit_seeds():
 
 def all_targets():
     return [f"results/{s}/{t}/eval.json" for s, t in kcfg.target_tasks(config)]
+
+
+def stage_hash(wildcards, *sections):
+    """Task settings plus the stage's config sections (and weights), for the params rerun trigger."""
+    return kcfg.stage_hash(config, wildcards.suite, wildcards.task, *sections, "weights")

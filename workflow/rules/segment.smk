@@ -3,16 +3,21 @@ rule segment:
     input:
         demos="data/{suite}/{task}/demos/{split}.zarr",
     output:
-        directory("data/{suite}/{task}/masks/{split}.zarr"),
+        masks=directory("data/{suite}/{task}/masks/{split}.zarr"),
+        metrics="results/{suite}/{task}/qc/segment_{split}.metrics.json",
+        video="results/{suite}/{task}/qc/segment_{split}.mp4",
     params:
-        config_hash=task_hash,
+        config_hash=lambda w: stage_hash(w, "segment"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/segment_{split}.log",
     benchmark:
         "logs/benchmarks/{suite}/{task}/segment_{split}.tsv"
-    threads: 1
+    threads: 2
+    resources:
+        mem_mb=4000,
     shell:
-        "{params.kubm} segment {wildcards.suite}/{wildcards.task} --demos {input.demos} "
-        "--out {output} {params.configs} > {log} 2>&1"
+        "{params.kubm} segment {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
+        "--demos {input.demos} --out {output.masks} --metrics {output.metrics} --video {output.video} "
+        "--threads {threads} --no-progress {params.configs} > {log} 2>&1"

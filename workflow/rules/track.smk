@@ -4,16 +4,21 @@ rule track:
         demos="data/{suite}/{task}/demos/{split}.zarr",
         masks="data/{suite}/{task}/masks/{split}.zarr",
     output:
-        directory("data/{suite}/{task}/tracks/{split}.zarr"),
+        tracks=directory("data/{suite}/{task}/tracks/{split}.zarr"),
+        metrics="results/{suite}/{task}/qc/track_{split}.metrics.json",
+        video="results/{suite}/{task}/qc/track_{split}.mp4",
     params:
-        config_hash=task_hash,
+        config_hash=lambda w: stage_hash(w, "track"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/track_{split}.log",
     benchmark:
         "logs/benchmarks/{suite}/{task}/track_{split}.tsv"
-    threads: 1
+    threads: 2
+    resources:
+        mem_mb=4000,
     shell:
-        "{params.kubm} track {wildcards.suite}/{wildcards.task} --demos {input.demos} --masks {input.masks} "
-        "--out {output} {params.configs} > {log} 2>&1"
+        "{params.kubm} track {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
+        "--demos {input.demos} --masks {input.masks} --out {output.tracks} --metrics {output.metrics} "
+        "--video {output.video} --threads {threads} --no-progress {params.configs} > {log} 2>&1"
