@@ -36,6 +36,12 @@ def episode_aux(demos: EpisodeStore, ep: dict) -> FrameAux:
     )
 
 
+def canonical_order(queries: np.ndarray) -> np.ndarray:
+    """Raster order (row, then column) in the query frame, so point k means roughly the
+    same part of the object in every episode: the flow autoencoder's input is ordered."""
+    return queries[np.lexsort((queries[:, 1], queries[:, 2]))]
+
+
 def track(task: TaskConfig, config: dict, demos_path: Path, masks_path: Path, out: Path, metrics_path: Path,
           video_path: Path, *, progress: bool = True) -> dict:
     cfg = config["track"]
@@ -61,7 +67,7 @@ def track(task: TaskConfig, config: dict, demos_path: Path, masks_path: Path, ou
         for i in tqdm(range(demos.n_episodes), desc=f"track {task.id}", unit="ep", disable=not progress):
             ep = demos.episode(i, keys=["rgb", "depth", "seg", "object_pose"])
             mask = masks.episode(i)["mask"]
-            queries = sample_queries(mask[0], n=n, seed=int(seeds[i]), erode_px=cfg["erode_px"])
+            queries = canonical_order(sample_queries(mask[0], n=n, seed=int(seeds[i]), erode_px=cfg["erode_px"]))
             aux = episode_aux(demos, ep)
             pred = tracker.track(ep["rgb"], queries, aux=aux)
             gt = pred if tracker.describe()["backend"] == "sim" else reference.track(ep["rgb"], queries, aux=aux)
