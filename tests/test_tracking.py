@@ -311,7 +311,7 @@ def test_metrics():
     pred = Tracks(np.full((2, 3, 2), [3.0, 0.0]), np.array([[1, 1, 1], [1, 0, 0]], bool), np.zeros((3, 3)))
     pred.xy[0, 0] = [1.0, 0.0]
     m = tracking_metrics(pred, gt)
-    assert m["median_px_error"] == 3.0 and m["within_2px"] == pytest.approx(1 / 3)
+    assert m["median_px"] == 3.0 and m["within_2px"] == pytest.approx(1 / 3)
     assert m["visibility_agreement"] == pytest.approx(5 / 6)
     assert (m["n_points"], m["n_frames"], m["n_visible"]) == (3, 2, 3)
 
@@ -431,6 +431,10 @@ def test_cotracker_checkpoint_via_env_var(small_video, no_weights, monkeypatch):
     if not torch.cuda.is_available():  # ... but not on a device it cannot use
         auto = make_tracker("auto", {"cotracker3": {"mode": "offline", "device": "cuda"}})
         assert isinstance(auto, SimPointTracker) and "CUDA" in auto.auto_reason
+    # The config's `weights` map names checkpoints too (a backend's own `checkpoint` wins).
+    monkeypatch.delenv("KUBM_COTRACKER_CKPT")
+    w = make_tracker("cotracker3", {"weights": {"cotracker3_offline": str(ckdir / "scaled_offline.pth")}})
+    assert w.describe()["checkpoint"] == str(ckdir / "scaled_offline.pth")
     # The offline file does not fit the online model (its time embedding is for 60 frames).
     monkeypatch.setenv("KUBM_COTRACKER_CKPT", str(ckdir / "scaled_offline.pth"))
     with pytest.raises(RuntimeError, match="does not fit"):

@@ -161,9 +161,16 @@ def __getattr__(name: str) -> Any:
 
 
 def _cotracker_cfg(cfg: dict) -> dict:
+    """CoTrackerTracker kwargs: the `cotracker3` section, with the section-level `device` and
+    `weights[<model key>]` (the config's checkpoint paths) as fallbacks."""
     c = dict(cfg.get("cotracker3") or {})
     if c.get("model_resolution") is not None:
         c["model_resolution"] = tuple(c["model_resolution"])
+    if cfg.get("device") and "device" not in c:
+        c["device"] = cfg["device"]
+    key = "cotracker3_online" if c.get("mode") == "online" else "cotracker3_offline"
+    if c.get("checkpoint") is None and (cfg.get("weights") or {}).get(key):
+        c["checkpoint"] = cfg["weights"][key]
     return c
 
 
@@ -186,7 +193,9 @@ def _auto_choice(cfg: dict) -> tuple[str, str]:
 
 
 def make_tracker(name: str, cfg: dict | None = None) -> PointTracker:
-    """Build a tracker by name from the per-backend config (the `track` config section).
+    """Build a tracker by name from the `track` config section: per-backend sub-dicts
+    (``sim``, ``opencv_lk``, ``cotracker3``), plus optional ``device`` (auto|cpu|cuda, for
+    CoTracker3) and ``weights`` ({model key: checkpoint path}); other keys are ignored.
 
     ``auto``: CoTracker3 when its checkpoint resolves (never random weights), else ``sim``;
     the choice and the reason are logged and kept in ``describe()["auto_reason"]``. An
@@ -233,7 +242,7 @@ def tracking_metrics(pred: Tracks, gt: Tracks) -> dict:
     err = np.linalg.norm(pred.xy - gt.xy, axis=-1)[gt.visible]
     n = int(err.size)
     return {
-        "median_px_error": float(np.median(err)) if n else float("nan"),
+        "median_px": float(np.median(err)) if n else float("nan"),
         "within_2px": float(np.mean(err < 2.0)) if n else float("nan"),
         "visibility_agreement": float(np.mean(pred.visible == gt.visible)) if T * N else float("nan"),
         "n_points": int(N),
