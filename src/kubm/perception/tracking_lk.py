@@ -63,14 +63,12 @@ class OpenCVLKTracker:
 
     def _init(self, frame: np.ndarray, q: np.ndarray) -> None:
         self._gray = self._to_gray(frame)
-        n = len(q)
         self._xy = q[:, 1:].astype(np.float32).copy()
         self._active = q[:, 0] == 0  # points start being tracked at their query frame
         self._vis = self._active.copy()
         self._pred = self._xy.copy()  # dead-reckoned position of lost points
         self._q = q
         self._t = 0
-        assert self._xy.shape == (n, 2)
 
     def _inside(self, xy: np.ndarray) -> np.ndarray:
         H, W = self._gray.shape
