@@ -85,12 +85,11 @@ def _qc_paths(task, stage: str, split: str, metrics: Path | None, video: Path | 
 
 
 def _stage_errors():
-    from kubm.perception.segmentation import BackendUnavailable as SegUnavailable
-    from kubm.perception.tracking import BackendUnavailable as TrackUnavailable
+    from kubm.perception.errors import BackendUnavailable
     from kubm.perception.weights import CheckpointNotFound
     from kubm.storage.episode_store import StoreError
 
-    return (SegUnavailable, TrackUnavailable, CheckpointNotFound, StoreError, ValueError)
+    return (BackendUnavailable, CheckpointNotFound, StoreError, ValueError)
 
 
 @app.command()
@@ -149,11 +148,78 @@ def track(
                f"{result['within_2px']:.0%} within 2 px ({metrics})")
 
 
+@app.command()
+def fit(
+    task_id: TaskArg,
+    train: Annotated[Path, typer.Option(help="train feature store (encode)")],
+    test: Annotated[Path, typer.Option(help="test feature store (encode), for the open-loop diagnostics")],
+    ae: Annotated[Path, typer.Option(help="flow autoencoder dir (train_ae)")],
+    out: Annotated[Path, typer.Option(help="model dir to write, e.g. models/{suite}/{task}/kubm/seed0")],
+    method: Annotated[str, typer.Option(help="method to fit")] = "kubm",
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Fit one method for one training seed: weights, config, curves and diagnostics in --out."""
+    from kubm.policies.features import FeatureError
+    from kubm.stages.fit import FitDiverged, fit as run_fit
+    from kubm.storage.episode_store import StoreError
+
+    config = _load(configfile)
+    task = _task(config, task_id)
+    try:
+        s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress)
+    except FitDiverged as err:
+        _fail(str(err), code=1)
+    except (FeatureError, StoreError, ValueError) as err:  # FitError is a ValueError
+        _fail(str(err))
+    thr = s["replan_threshold_px"]
+    typer.echo(f"wrote {out}: {s['iterations']} iterations in {s['train_wall_s']:.0f} s, loss {s['final_loss']:.4g}, "
+               f"rho(K) {s['spectral_radius']:.4f}, open-loop action RMS {s['openloop_action_rms_rad']:.3f} rad, "
+               f"replan threshold {'n/a' if thr is None else f'{thr:.2f} px'}")
+
+
 def _set_threads(threads: int) -> None:
     # Snakemake passes the rule's `threads`; torch would otherwise use every core.
     import torch
 
     torch.set_num_threads(max(1, threads))
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def evaluate(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    models: Annotated[list[Path], typer.Option(help="model dirs, one per method and training seed: "
+                                               "--models A B C (after the task) or --models A --models B")],
+    ae: Annotated[Path, typer.Option(help="flow autoencoder dir (train_ae)")],
+    test: Annotated[Path, typer.Option(help="test feature store (encode)")],
+    out: Annotated[Optional[Path], typer.Option(help="eval.json to write (default results/{suite}/{task}/eval.json)")] = None,
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Roll every model out in the simulator on the test seeds (any method) and write eval.json."""
+    from kubm.sim.base import SimulatorError
+    from kubm.stages.evaluate import evaluate as run_evaluate
+
+    stray = [a for a in ctx.args if a.startswith("-")]
+    if stray:
+        _fail(f"unexpected option(s) {stray}")
+    models = [*models, *(Path(a) for a in ctx.args)]  # `--models A B C`: B and C arrive as extra args
+    config = _load(configfile)
+    task = _task(config, task_id)
+    _set_threads(threads)
+    out = out or Path(f"results/{task.suite}/{task.task}/eval.json")
+    try:
+        doc = run_evaluate(task, config, models, ae, test, out, progress=progress)
+    except (*_stage_errors(), SimulatorError, FileNotFoundError, NotImplementedError) as err:
+        _fail(str(err))
+    for method, m in doc["methods"].items():
+        typer.echo(f"{task.id} {method}: success {m['success_rate']:.0%} ± {m['std']:.0%} "
+                   f"(95% CI {m['ci95'][0]:.0%}-{m['ci95'][1]:.0%}), replans {m['replans_mean']:.1f}")
+    typer.echo(f"wrote {out}")
 
 
 @app.command()
@@ -214,8 +280,6 @@ def dvc_yaml(
 _NOT_BUILT = {
     "train-ae": "issue 4 (K-UBM core: flow autoencoder)",
     "encode": "issue 4 (K-UBM core: feature cache)",
-    "fit": "issue 4 (K-UBM core: fitting)",
-    "evaluate": "issue 4 (K-UBM core: evaluation)",
 }
 
 
