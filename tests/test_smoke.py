@@ -18,8 +18,9 @@ pytestmark = pytest.mark.smoke
 
 SMOKE = ["--configfile", "config/smoke.yaml"]
 DEMOS = ["data/adroit/relocate/demos/train.zarr", "data/adroit/relocate/demos/test.zarr"]
+TRACKS = ["data/adroit/relocate/tracks/train.zarr", "data/adroit/relocate/tracks/test.zarr"]
 # The stages built so far; extend as later stages land.
-BUILT_TARGETS = DEMOS
+BUILT_TARGETS = TRACKS
 
 
 def git(cwd, *args):
@@ -64,6 +65,25 @@ def test_smoke_builds_existing_stages(smoke_run):
     assert (proj / "logs/benchmarks/adroit/relocate/collect_train.tsv").is_file()
 
 
+def test_smoke_perception_stages(smoke_run):
+    proj, _ = smoke_run
+    masks = EpisodeStore.open(proj / "data/adroit/relocate/masks/train.zarr", producer="segment")
+    tracks = EpisodeStore.open(proj / TRACKS[0], producer="track")
+    assert masks.n_episodes == tracks.n_episodes == 2
+    assert masks.attrs["backend"]["backend"] == "sim" and tracks.attrs["backend"]["backend"] == "sim"
+    pts, vis = tracks.array("points"), tracks.array("visible")
+    assert pts.shape == (400, 256, 2) and vis.shape == (400, 256) and vis[0].all()
+    # Frame-0 points lie inside the frame-0 mask.
+    m0 = masks.array("mask")[0]
+    xy = np.rint(pts[0]).astype(int)
+    assert m0[xy[:, 1], xy[:, 0]].mean() > 0.95
+    qc = proj / "results/adroit/relocate/qc"
+    for stage in ("segment", "track"):
+        metrics = json.loads((qc / f"{stage}_train.metrics.json").read_text())
+        assert metrics["backend"] == "sim"
+        assert (qc / f"{stage}_train.mp4").stat().st_size > 1000
+
+
 def test_smoke_full_dag_dry_run(smoke_run):
     proj, _ = smoke_run
     out = run(["snakemake", "-n", "--cores", "1", *SMOKE], cwd=proj).stdout
@@ -88,7 +108,7 @@ def test_dvc_round_trip(smoke_run, tmp_path):
     proj, _ = smoke_run
     remote = tmp_path / "remote"
     run(["dvc", "remote", "modify", "local", "url", str(remote)], cwd=proj)
-    stages = ["collect-adroit-relocate-train", "collect-adroit-relocate-test"]
+    stages = [f"{st}-adroit-relocate-{sp}" for st in ("collect", "segment", "track") for sp in ("train", "test")]
     run(["dvc", "commit", "-f", *stages], cwd=proj)
     run(["dvc", "push", *stages], cwd=proj)
     git(proj, "add", "-A")
@@ -103,5 +123,5 @@ def test_dvc_round_trip(smoke_run, tmp_path):
     run(["snakemake", *BUILT_TARGETS, "--touch", "--cores", "1", *SMOKE], cwd=clone)
     dry = run(["snakemake", *BUILT_TARGETS, "-n", "--cores", "1", *SMOKE], cwd=clone).stdout
     assert "Nothing to be done" in dry, dry
-    store = EpisodeStore.open(clone / DEMOS[0], producer="collect")
+    store = EpisodeStore.open(clone / TRACKS[0], producer="track")
     assert store.n_episodes == 2

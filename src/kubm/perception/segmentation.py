@@ -63,11 +63,7 @@ SAM3_GPU_EXTRA = (
 )
 
 
-class BackendUnavailable(RuntimeError):
-    """A backend cannot run on this machine (package, device or checkpoint missing).
-
-    The message says what is missing and how to fix it.
-    """
+from kubm.perception.errors import BackendUnavailable  # noqa: E402  (one class for both stages)
 
 
 @dataclass

@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sim", "cotracker3", "opencv_lk")
 
 
-class BackendUnavailable(RuntimeError):
-    """A backend cannot run here (package, device or checkpoint missing); says the fix."""
+from kubm.perception.errors import BackendUnavailable  # noqa: E402  (one class for both stages)
 
 
 @dataclass
