@@ -45,7 +45,7 @@ def test_config_typo_reaches_cli(tmp_path, root, monkeypatch):
 def test_unbuilt_stage_fails_loudly_and_writes_nothing(tmp_path, root, monkeypatch):
     monkeypatch.chdir(root)
     out = tmp_path / "eval.json"
-    res = runner.invoke(app, ["evaluate", "adroit/relocate", "--out", str(out)])
+    res = runner.invoke(app, ["train-ae", "adroit/relocate", "--out", str(out)])
     assert res.exit_code == 3
     assert "not implemented yet" in res.output
     assert not out.exists()

@@ -46,7 +46,9 @@ RULES: tuple[RuleOutputs, ...] = (
                 ("data/{suite}/{task}/features/train.zarr", "data/{suite}/{task}/features/test.zarr",
                  "models/{suite}/{task}/flow_ae"), per_seed=True, params=("fit",)),
     RuleOutputs("evaluate", "results/{suite}/{task}/eval.json",
-                ("models/{suite}/{task}/flow_ae", "data/{suite}/{task}/features/test.zarr"), params=("fit",)),
+                ("models/{suite}/{task}/flow_ae", "data/{suite}/{task}/features/test.zarr"),
+                params=("fit", "evaluate", "segment", "track"),
+                extra_outputs=("results/{suite}/{task}/videos", "results/{suite}/{task}/plots")),
 )
 
 CODE_DEPS = ("src/kubm", "Snakefile", "workflow/rules/common.smk")
