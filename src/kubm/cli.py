@@ -148,6 +148,38 @@ def track(
                f"{result['within_2px']:.0%} within 2 px ({metrics})")
 
 
+@app.command()
+def fit(
+    task_id: TaskArg,
+    train: Annotated[Path, typer.Option(help="train feature store (encode)")],
+    test: Annotated[Path, typer.Option(help="test feature store (encode), for the open-loop diagnostics")],
+    ae: Annotated[Path, typer.Option(help="flow autoencoder dir (train_ae)")],
+    out: Annotated[Path, typer.Option(help="model dir to write, e.g. models/{suite}/{task}/kubm/seed0")],
+    method: Annotated[str, typer.Option(help="method to fit")] = "kubm",
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Fit one method for one training seed: weights, config, curves and diagnostics in --out."""
+    from kubm.policies.features import FeatureError
+    from kubm.stages.fit import FitDiverged, fit as run_fit
+    from kubm.storage.episode_store import StoreError
+
+    config = _load(configfile)
+    task = _task(config, task_id)
+    try:
+        s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress)
+    except FitDiverged as err:
+        _fail(str(err), code=1)
+    except (FeatureError, StoreError, ValueError) as err:  # FitError is a ValueError
+        _fail(str(err))
+    thr = s["replan_threshold_px"]
+    typer.echo(f"wrote {out}: {s['iterations']} iterations in {s['train_wall_s']:.0f} s, loss {s['final_loss']:.4g}, "
+               f"rho(K) {s['spectral_radius']:.4f}, open-loop action RMS {s['openloop_action_rms_rad']:.3f} rad, "
+               f"replan threshold {'n/a' if thr is None else f'{thr:.2f} px'}")
+
+
 def _set_threads(threads: int) -> None:
     # Snakemake passes the rule's `threads`; torch would otherwise use every core.
     import torch
@@ -248,7 +280,6 @@ def dvc_yaml(
 _NOT_BUILT = {
     "train-ae": "issue 4 (K-UBM core: flow autoencoder)",
     "encode": "issue 4 (K-UBM core: feature cache)",
-    "fit": "issue 4 (K-UBM core: fitting)",
 }
 
 

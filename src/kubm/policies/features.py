@@ -1,0 +1,194 @@
+"""Feature stores (the `encode` stage's output) as training episodes in RAM, and ξ.
+
+Unified behavioural state (DESIGN.md §1)::
+
+    ξ_t    = [a_t    ; s·φ_t ; s·c]      a = action (joint-position target), φ = flow latent
+    ξ_{-1} = [qpos_0 ; s·φ_0 ; s·c]      the auxiliary initial state prepended to every demo
+
+``s = mean‖a‖ / mean‖φ‖`` over every training step, computed once and saved with the
+model. The context ``c`` (constant per episode; the first row of ``data/context`` is
+used) is scaled by ``s`` too, as in the prototype (notes/kubm_prototype.md).
+
+Also here: the compatibility check between a model and a feature store / task, and the
+point centroid of decoded flow latents (replanning's divergence measure).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kubm.storage.episode_store import EpisodeStore
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "encode"
+ARRAYS = ("flow", "qpos", "action", "context")
+# Feature-store attrs a model records (config.json "features") for compatibility checks.
+RECORDED_ATTRS = ("suite", "task", "d_q", "d_flow", "d_c", "width", "height", "config_hash", "ae")
+
+
+class FeatureError(ValueError):
+    """A feature store cannot be used for training (inconsistent dims, non-finite values, ...)."""
+
+
+class IncompatibleError(ValueError):
+    """A model does not fit the features or the task it is asked to work on."""
+
+
+@dataclass
+class Episode:
+    action: np.ndarray  # (T, d_q) float32
+    qpos: np.ndarray  # (T, d_q) float32
+    flow: np.ndarray  # (T, d_flow) float32, unscaled latents
+    context: np.ndarray  # (d_c,) float32
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+
+@dataclass
+class FeatureSet:
+    path: Path
+    attrs: dict
+    episodes: list[Episode] = field(default_factory=list)
+    d_q: int = 0
+    d_flow: int = 0
+    d_c: int = 0
+
+    @property
+    def task_id(self) -> str | None:
+        s, t = self.attrs.get("suite"), self.attrs.get("task")
+        return f"{s}/{t}" if s and t else None
+
+    @property
+    def n_steps(self) -> int:
+        return sum(len(e) for e in self.episodes)
+
+    def dims(self) -> dict[str, int]:
+        return {"d_q": self.d_q, "d_flow": self.d_flow, "d_c": self.d_c}
+
+
+def load_features(path, *, producer: str = PRODUCER) -> FeatureSet:
+    """Read a whole feature store into RAM, checked: dims against attrs, finite values."""
+    path = Path(path)
+    store = EpisodeStore.open(path, producer=producer, required=list(ARRAYS))
+    arrays = {k: store.array(k).astype(np.float32, copy=False) for k in ARRAYS}
+    for k, a in arrays.items():
+        if a.ndim != 2:
+            raise FeatureError(f"{path}: data/{k} has shape {a.shape}, expected (N, dim)")
+    d_q, d_flow, d_c = arrays["qpos"].shape[1], arrays["flow"].shape[1], arrays["context"].shape[1]
+    if arrays["action"].shape[1] != d_q:
+        raise FeatureError(f"{path}: data/action has {arrays['action'].shape[1]} dims but data/qpos "
+                           f"has {d_q}; K-UBM needs joint-position targets (a_t = q_t^target)")
+    for key, have in (("d_q", d_q), ("d_flow", d_flow), ("d_c", d_c)):
+        want = store.attrs.get(key)
+        if want is not None and int(want) != have:
+            raise FeatureError(f"{path}: attrs {key}={want} but the arrays have {have}; "
+                               f"the store is inconsistent, rerun `kubm encode`")
+    for k, a in arrays.items():
+        bad = ~np.isfinite(a).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            eps = sorted({int(np.searchsorted(store.episode_ends, r, side="right")) for r in rows})
+            raise FeatureError(f"{path}: data/{k} has non-finite values in {len(rows)} rows "
+                               f"(episodes {eps[:10]}); rerun `kubm encode` or drop those demos")
+    seeds = store.meta("seed") if "seed" in store.meta_keys() else np.arange(store.n_episodes)
+    episodes = []
+    for i in range(store.n_episodes):
+        sl = store.episode_slice(i)
+        ctx = arrays["context"][sl]
+        if d_c and np.abs(ctx - ctx[0]).max() > 1e-4 * (1 + np.abs(ctx[0]).max()):
+            log.warning("%s: episode %d: context varies over time; K-UBM uses its first row", path, i)
+        episodes.append(Episode(action=arrays["action"][sl], qpos=arrays["qpos"][sl],
+                                flow=arrays["flow"][sl], context=ctx[0].copy(), seed=int(seeds[i])))
+    if not episodes:
+        raise FeatureError(f"{path}: no episodes")
+    return FeatureSet(path=path, attrs=dict(store.attrs), episodes=episodes, d_q=d_q, d_flow=d_flow, d_c=d_c)
+
+
+def compute_scale(features: FeatureSet) -> float:
+    """s = mean‖a‖ / mean‖φ‖ over every training step."""
+    a = np.concatenate([e.action for e in features.episodes]).astype(np.float64)
+    f = np.concatenate([e.flow for e in features.episodes]).astype(np.float64)
+    na, nf = np.linalg.norm(a, axis=1).mean(), np.linalg.norm(f, axis=1).mean()
+    if not (nf > 0 and np.isfinite(na) and np.isfinite(nf)):
+        raise FeatureError(f"{features.path}: cannot compute s = mean‖a‖/mean‖φ‖ "
+                           f"(mean‖a‖={na}, mean‖φ‖={nf})")
+    return float(na / nf)
+
+
+def make_xi(first: np.ndarray, flow: np.ndarray, context: np.ndarray | None, s: float) -> np.ndarray:
+    """[first ; s·φ ; s·c] along the last axis; ``first`` is an action (or qpos_0 for ξ_{-1}).
+
+    ``first`` (…, d_q) and ``flow`` (…, d_flow) share leading dims; ``context`` (d_c,) is
+    broadcast over them.
+    """
+    first = np.asarray(first, dtype=np.float32)
+    flow = np.asarray(flow, dtype=np.float32)
+    ctx = np.zeros(0, np.float32) if context is None else np.asarray(context, dtype=np.float32).reshape(-1)
+    ctx = np.broadcast_to(ctx, first.shape[:-1] + ctx.shape)
+    return np.concatenate([first, np.float32(s) * flow, np.float32(s) * ctx], axis=-1)
+
+
+def episode_sequence(ep: Episode, s: float) -> np.ndarray:
+    """(T+1, d_ξ): ξ_{-1} = [qpos_0; s·φ_0; s·c] followed by ξ_0 … ξ_{T-1}."""
+    xi_m1 = make_xi(ep.qpos[0], ep.flow[0], ep.context, s)
+    return np.concatenate([xi_m1[None], make_xi(ep.action, ep.flow, ep.context, s)], axis=0)
+
+
+def training_sequences(features: FeatureSet, s: float) -> list[np.ndarray]:
+    return [episode_sequence(ep, s) for ep in features.episodes]
+
+
+def action_limits(features: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """Per-joint min/max of the training actions: the joint limits plans are clipped to."""
+    a = np.concatenate([e.action for e in features.episodes])
+    return a.min(axis=0), a.max(axis=0)
+
+
+def decoded_centroids(ae, latents: np.ndarray) -> np.ndarray:
+    """(T, 2) pixel centroid of the points ``ae.decode(latents [T, d_flow]) -> [T, P, 2]``."""
+    latents = np.asarray(latents, dtype=np.float32)
+    if len(latents) == 0:
+        return np.zeros((0, 2), np.float64)
+    pts = ae.decode(latents)
+    if hasattr(pts, "detach"):  # a torch tensor
+        pts = pts.detach().cpu().numpy()
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.ndim != 3 or pts.shape[0] != len(latents) or pts.shape[-1] != 2:
+        raise ValueError(f"flow AE decode returned shape {pts.shape}, expected ({len(latents)}, P, 2)")
+    return pts.mean(axis=1)
+
+
+def check_compatible(policy, feature_attrs: dict | None = None, task_id: str | None = None) -> None:
+    """Raise IncompatibleError if ``policy`` was trained for other feature dims, another flow
+    AE or another task. ``feature_attrs`` are a feature store's attrs (d_q, d_flow, d_c,
+    suite, task, ae); ``task_id`` is "suite/task"."""
+    where = getattr(policy, "source", None) or "the model"
+    trained = getattr(policy, "task_id", None)
+    if task_id is not None and trained is not None and task_id != trained:
+        raise IncompatibleError(f"{where} was trained on task {trained}, not {task_id}; "
+                                f"use models/{task_id}/... or refit (`kubm fit {task_id} ...`)")
+    if feature_attrs is None:
+        return
+    mismatched = []
+    for key in ("d_q", "d_flow", "d_c"):
+        have = feature_attrs.get(key)
+        if have is not None and int(have) != int(getattr(policy, key)):
+            mismatched.append(f"{key}={have} (model: {getattr(policy, key)})")
+    if mismatched:
+        raise IncompatibleError(f"features do not match {where}: {', '.join(mismatched)}; "
+                                "encode with the model's flow AE and task, or refit the model")
+    s, t = feature_attrs.get("suite"), feature_attrs.get("task")
+    if s and t and trained is not None and f"{s}/{t}" != trained:
+        raise IncompatibleError(f"features are from task {s}/{t} but {where} was trained on {trained}")
+    mine = (getattr(policy, "feature_attrs", None) or {}).get("ae") or {}
+    theirs = feature_attrs.get("ae") or {}
+    if mine.get("sha256") and theirs.get("sha256") and mine["sha256"] != theirs["sha256"]:
+        raise IncompatibleError(f"features were encoded with flow AE {theirs['sha256'][:12]}… but {where} "
+                                f"was trained on latents of AE {mine['sha256'][:12]}…; latents differ")

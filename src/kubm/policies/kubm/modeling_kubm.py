@@ -1,0 +1,496 @@
+"""K-UBM: Koopman Unified Behavioural Model (DESIGN.md §1).
+
+Model (torch, :class:`KubmModel`)::
+
+    ξ  = [a ; s·φ ; s·c]                          (kubm.policies.features.make_xi)
+    ξ̄  = normalise(ξ) = (ξ − shift) / scale        per dimension, training statistics, saved
+    z  = [ξ̄ ; g_θ(ξ̂)]                             state-inclusive lift, ξ̂ = (ξ − mean)/std
+    z_{t+1} = K z_t                                dense K, K₀ = I, no input term
+
+Normalisation: with the default ``normalize="standard"`` shift/scale are the training mean
+and std of ξ (so K works in standardised coordinates, every dimension weighs alike in the
+loss, and ``z[:d_ξ] == normalise(ξ)``). ``"scale"`` divides by the std without centring (a
+linear system then stays linear and K has the same spectrum: a similarity transform);
+``"none"`` keeps ``z[:d_ξ] == ξ`` exactly. g_θ always sees the standardised ξ̂. Stds below
+1 % of their block's mean std (action / flow / context) are floored to that, and a block
+that is constant throughout training gets std 1.
+
+Loss (the linear coherence loss): mean over (start, l) of ‖K^l z_t − z_{t+l}‖² for
+l = 1..H, z_{t+l} the lift of the true ξ_{t+l}; windows that run past a demo's end are
+masked. Optional spectral penalty ``w · relu(‖K‖₂ − 1)²`` (‖K‖₂ ≥ ρ(K), estimated by
+power iteration).
+
+Policy (numpy, :class:`KubmPolicy`): ``plan`` lifts ξ_{-1} = [qpos_0; s·φ_0; s·c] and
+reads a_k, φ_k from K^{k+1} z_0 (k = 0..T−1); ``replan`` lifts [last planned action;
+s·φ_obs; s·c] the same way (not the measured qpos: DESIGN §1). Rollouts run in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kubm.policies.features import RECORDED_ATTRS, decoded_centroids, make_xi
+from kubm.policies.kubm.configuration_kubm import KubmConfig
+
+METHOD = "kubm"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT_VERSION = 1
+
+
+class FitDiverged(RuntimeError):
+    """Training produced a non-finite loss or an exploding K; nothing was saved."""
+
+    def __init__(self, seed: int | None, iteration: int, reason: str):
+        self.seed, self.iteration, self.reason = seed, iteration, reason
+        super().__init__(f"K-UBM fit diverged (seed {seed}, iteration {iteration}): {reason}. "
+                         "No model was saved. Lower fit.kubm.lr_K / lr_g or clip_K, or add a "
+                         "spectral_penalty.")
+
+
+# ---------------------------------------------------------------------------------------
+# torch model
+# ---------------------------------------------------------------------------------------
+
+def _mlp(d_in: int, hidden: list[int], d_out: int, activation: str) -> nn.Sequential:
+    act = {"tanh": nn.Tanh, "gelu": nn.GELU}[activation]
+    layers, d = [], d_in
+    for h in hidden:
+        layers += [nn.Linear(d, h), act()]
+        d = h
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)
+
+
+class KubmModel(nn.Module):
+    """Lift g_θ and Koopman matrix K, with ξ statistics, s and joint limits as buffers."""
+
+    def __init__(self, config: KubmConfig, d_q: int, d_flow: int, d_c: int):
+        super().__init__()
+        self.config = config
+        self.d_q, self.d_flow, self.d_c = int(d_q), int(d_flow), int(d_c)
+        self.d_xi = self.d_q + self.d_flow + self.d_c
+        self.d_psi = int(config.d_psi)
+        self.d_z = self.d_xi + self.d_psi
+        d = self.d_xi
+        self.register_buffer("xi_mean", torch.zeros(d))  # g_θ input standardisation
+        self.register_buffer("xi_std", torch.ones(d))
+        self.register_buffer("state_shift", torch.zeros(d))  # normalise(ξ) = (ξ − shift)/scale
+        self.register_buffer("state_scale", torch.ones(d))
+        self.register_buffer("scale_s", torch.ones(()))  # s = mean‖a‖ / mean‖φ‖
+        self.register_buffer("action_low", torch.full((self.d_q,), -math.inf))
+        self.register_buffer("action_high", torch.full((self.d_q,), math.inf))
+        self.g = _mlp(d, config.hidden, self.d_psi, config.activation) if self.d_psi > 0 else None
+        self.K = nn.Parameter(torch.eye(self.d_z))
+        # power-iteration vector for the spectral-norm penalty (training state, not saved)
+        self.register_buffer("_pi_v", torch.ones(self.d_z) / math.sqrt(self.d_z), persistent=False)
+
+    # -- statistics ----------------------------------------------------------------------
+    @torch.no_grad()
+    def set_statistics(self, xi_rows: np.ndarray, s: float, action_low=None, action_high=None) -> None:
+        """Normalisation from training ξ rows (N, d_ξ), the scale s, and joint limits."""
+        x = np.asarray(xi_rows, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.d_xi:
+            raise ValueError(f"xi rows have shape {x.shape}, expected (N, d_xi={self.d_xi})")
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        blocks = [(0, self.d_q), (self.d_q, self.d_q + self.d_flow), (self.d_q + self.d_flow, self.d_xi)]
+        for a, b in blocks:
+            if b > a:
+                ref = std[a:b].mean()
+                std[a:b] = np.maximum(std[a:b], 0.01 * ref) if ref > 1e-12 else 1.0
+        self.xi_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.xi_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        mode = self.config.normalize
+        self.state_shift.copy_(self.xi_mean if mode == "standard" else torch.zeros_like(self.xi_mean))
+        self.state_scale.copy_(self.xi_std if mode != "none" else torch.ones_like(self.xi_std))
+        self.scale_s.fill_(float(s))
+        if action_low is not None:
+            self.action_low.copy_(torch.as_tensor(action_low, dtype=torch.float32))
+        if action_high is not None:
+            self.action_high.copy_(torch.as_tensor(action_high, dtype=torch.float32))
+
+    # -- lift and dynamics ---------------------------------------------------------------
+    def normalise(self, xi: torch.Tensor) -> torch.Tensor:
+        return (xi - self.state_shift) / self.state_scale
+
+    def denormalise(self, xi_bar: torch.Tensor) -> torch.Tensor:
+        return xi_bar * self.state_scale + self.state_shift
+
+    def lift(self, xi: torch.Tensor) -> torch.Tensor:
+        """z = [normalise(ξ) ; g_θ(ξ̂)], (…, d_ξ) → (…, d_z)."""
+        state = self.normalise(xi)
+        if self.g is None:
+            return state
+        return torch.cat([state, self.g((xi - self.xi_mean) / self.xi_std)], dim=-1)
+
+    def rollout(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, d_z) → (B, steps, d_z): K z0, K² z0, …"""
+        out, z = [], z0
+        for _ in range(steps):
+            z = z @ self.K.T
+            out.append(z)
+        return torch.stack(out, dim=1)
+
+    # -- loss ----------------------------------------------------------------------------
+    def coherence_loss(self, z_windows: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """z_windows (B, H+1, d_z): lifted true states z_t … z_{t+H}; mask (B, H+1) marks the
+        valid targets (column 0 ignored). Mean over valid (b, l) of ‖K^l z_t − z_{t+l}‖²."""
+        B, H1, _ = z_windows.shape
+        m = torch.ones(B, H1, dtype=z_windows.dtype) if mask is None else mask.to(z_windows.dtype)
+        # K^l z_t by repeated batched matmuls; stacked once (indexing z_windows[:, l] inside
+        # the loop would make autograd allocate a zero tensor of z_windows' size per l)
+        pred, preds = z_windows[:, 0], []
+        for _ in range(1, H1):
+            pred = pred @ self.K.T
+            preds.append(pred)
+        err = ((torch.stack(preds, dim=1) - z_windows[:, 1:]) ** 2).sum(-1)  # (B, H)
+        return (err * m[:, 1:]).sum() / m[:, 1:].sum().clamp_min(1.0)
+
+    def spectral_norm(self, iters: int = 2) -> torch.Tensor:
+        """Differentiable estimate of ‖K‖₂ by power iteration (vector kept across calls)."""
+        with torch.no_grad():
+            v = self._pi_v
+            for _ in range(iters):
+                u = torch.nn.functional.normalize(self.K @ v, dim=0)
+                v = torch.nn.functional.normalize(self.K.T @ u, dim=0)
+            self._pi_v.copy_(v)
+        return u @ (self.K @ v)
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch: ``xi`` (B, H+1, d_ξ) true states ξ_t … ξ_{t+H}, optional ``mask`` (B, H+1)."""
+        z = self.lift(batch["xi"])
+        coh = self.coherence_loss(z, batch.get("mask"))
+        loss, terms = coh, {"coherence": float(coh.detach())}
+        if self.config.spectral_penalty > 0:
+            pen = torch.relu(self.spectral_norm() - 1.0) ** 2
+            loss = loss + self.config.spectral_penalty * pen
+            terms["spectral"] = float(pen.detach())
+        return loss, terms
+
+    @torch.no_grad()
+    def spectral_radius(self) -> float:
+        return float(torch.linalg.eigvals(self.K.detach().double()).abs().max())
+
+
+# ---------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------
+
+def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, progress: bool = False,
+               desc: str = "fit kubm") -> dict:
+    """Fit g_θ and K on ξ sequences (each (T_e, d_ξ), ξ_{-1} already prepended).
+
+    Every iteration samples ``starts_per_demo`` start times per demo (numpy Generator(seed)),
+    lifts the needed rows once and evaluates all windows as one batch. Adam with two
+    parameter groups (g_θ at lr_g, K at lr_K), clip_grad_norm_ on K. Stops after
+    ``iterations`` or ``time_budget_s``. Raises FitDiverged on a non-finite loss or K, max
+    |K| > max_abs_K, or ρ(K) > max_rho (checked every ``check_every`` iterations).
+    Returns the curves: iteration, loss, time_s (and the stop reason).
+    """
+    from tqdm import tqdm
+
+    cfg = model.config
+    seqs = [np.asarray(s, dtype=np.float32) for s in sequences]
+    lengths = np.array([len(s) for s in seqs])
+    if (lengths < 2).any():
+        raise ValueError("every training sequence needs at least 2 states")
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    X = torch.from_numpy(np.concatenate(seqs))  # all training data, in RAM once
+    H, S, E = cfg.horizon, cfg.starts_per_demo, len(seqs)
+    rng = np.random.default_rng(seed)
+    ls = np.arange(H + 1)
+    groups = [{"params": [model.K], "lr": cfg.lr_K, "name": "K"}]
+    if model.g is not None:
+        groups.insert(0, {"params": list(model.g.parameters()), "lr": cfg.lr_g, "name": "g"})
+    opt = torch.optim.Adam(groups)
+    curves = {"iteration": [], "loss": [], "time_s": [], "stopped": "iterations"}
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
+    for it in range(1, cfg.iterations + 1):
+        t = np.floor(rng.random((E, S)) * (lengths[:, None] - 1)).astype(np.int64)  # 0..L_e-2
+        pos = t[..., None] + ls  # (E, S, H+1)
+        mask = pos < lengths[:, None, None]
+        idx = offsets[:, None, None] + np.minimum(pos, lengths[:, None, None] - 1)
+        rows, inv = np.unique(idx.reshape(-1), return_inverse=True)
+        z_rows = model.lift(X[torch.from_numpy(rows)])
+        z_win = z_rows[torch.from_numpy(inv.reshape(-1))].reshape(E * S, H + 1, model.d_z)
+        loss = model.coherence_loss(z_win, torch.from_numpy(mask.reshape(E * S, H + 1)))
+        if cfg.spectral_penalty > 0:
+            loss = loss + cfg.spectral_penalty * torch.relu(model.spectral_norm() - 1.0) ** 2
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            bar.close()
+            raise FitDiverged(seed, it, f"loss is {value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([model.K], cfg.clip_K)
+        opt.step()
+        with torch.no_grad():
+            kmax = float(model.K.abs().max())
+        if not math.isfinite(kmax) or kmax > cfg.max_abs_K:
+            bar.close()
+            raise FitDiverged(seed, it, f"K exploded (max |K_ij| = {kmax:.3g} > {cfg.max_abs_K:g})")
+        if it % cfg.check_every == 0 or it == cfg.iterations:
+            rho = model.spectral_radius()
+            if not rho <= cfg.max_rho:
+                bar.close()
+                raise FitDiverged(seed, it, f"spectral radius of K is {rho:.3g} > {cfg.max_rho:g}")
+        elapsed = time.perf_counter() - t0
+        curves["iteration"].append(it)
+        curves["loss"].append(value)
+        curves["time_s"].append(round(elapsed, 4))
+        bar.update(1)
+        if it % 20 == 0:
+            bar.set_postfix(loss=f"{value:.4g}")
+        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations:
+            curves["stopped"] = f"time_budget_s after {it} iterations"
+            rho = model.spectral_radius()
+            if not rho <= cfg.max_rho:
+                bar.close()
+                raise FitDiverged(seed, it, f"spectral radius of K is {rho:.3g} > {cfg.max_rho:g}")
+            break
+    bar.close()
+    model.eval()
+    return curves
+
+
+# ---------------------------------------------------------------------------------------
+# numpy-facing policy
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    actions: np.ndarray  # (T, d_q) joint-position targets a_0 … a_{T-1}, clipped to joint limits
+    flow: np.ndarray  # (T, d_flow) predicted (unscaled) flow latents φ_0 … φ_{T-1}
+
+
+class KubmPolicy:
+    """A trained K-UBM: plan / replan from observations, save / load (safetensors + JSON)."""
+
+    method = METHOD
+
+    def __init__(self, model: KubmModel, *, task_id: str | None = None, config_hash: str | None = None,
+                 feature_attrs: dict | None = None, replan_threshold_px: float | None = None,
+                 seed: int | None = None, extra: dict | None = None):
+        self.model = model.eval()
+        self.task_id, self.config_hash, self.seed = task_id, config_hash, seed
+        self.feature_attrs = {k: v for k, v in (feature_attrs or {}).items() if k in RECORDED_ATTRS}
+        self.replan_threshold_px = None if replan_threshold_px is None else float(replan_threshold_px)
+        self.extra = dict(extra or {})
+        self.source: str | None = None  # the directory it was loaded from
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Cache K and the read-out statistics as float64 numpy (after training or loading)."""
+        m = self.model
+        self.K = m.K.detach().double().numpy().copy()
+        self._shift = m.state_shift.detach().double().numpy()
+        self._scale = m.state_scale.detach().double().numpy()
+        self._low = m.action_low.detach().double().numpy()
+        self._high = m.action_high.detach().double().numpy()
+        self.s = float(m.scale_s)
+
+    # -- dims ----------------------------------------------------------------------------
+    config = property(lambda self: self.model.config)
+    d_q = property(lambda self: self.model.d_q)
+    d_flow = property(lambda self: self.model.d_flow)
+    d_c = property(lambda self: self.model.d_c)
+    d_xi = property(lambda self: self.model.d_xi)
+    d_z = property(lambda self: self.model.d_z)
+
+    # -- planning ------------------------------------------------------------------------
+    def _check(self, name: str, x, d: int) -> np.ndarray:
+        x = np.zeros(0, np.float32) if x is None else np.asarray(x, dtype=np.float32).reshape(-1)
+        if x.shape != (d,):
+            raise ValueError(f"{name} has {x.size} values, the model expects {d}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} has non-finite values")
+        return x
+
+    def lift(self, first, flow, context=None) -> np.ndarray:
+        """z for ξ = [first ; s·flow ; s·context] (float64, (d_z,))."""
+        xi = make_xi(self._check("action/qpos", first, self.d_q), self._check("flow", flow, self.d_flow),
+                     self._check("context", context, self.d_c), self.s)
+        with torch.no_grad():
+            return self.model.lift(torch.from_numpy(xi)).double().numpy()
+
+    def rollout(self, z0: np.ndarray, T: int) -> Plan:
+        """Read a_k, φ_k out of K^{k+1} z0, k = 0..T−1."""
+        K, z = self.K, np.asarray(z0, dtype=np.float64)
+        states = np.empty((T, self.d_xi))
+        for k in range(T):
+            z = K @ z
+            states[k] = z[: self.d_xi]
+        xi = states * self._scale + self._shift
+        actions = np.clip(xi[:, : self.d_q], self._low, self._high)
+        flow = xi[:, self.d_q: self.d_q + self.d_flow] / self.s
+        return Plan(actions=actions.astype(np.float32), flow=flow.astype(np.float32))
+
+    def plan(self, qpos0, flow0, context=None, T: int = 200) -> Plan:
+        """Full-horizon plan from the first observation: lifts ξ_{-1} = [qpos_0; s·φ_0; s·c]."""
+        return self.rollout(self.lift(qpos0, flow0, context), int(T))
+
+    def replan(self, last_action, flow_obs, context=None, T: int = 200) -> Plan:
+        """New plan from [last planned action ; s·observed φ ; s·c] (not the measured qpos)."""
+        return self.rollout(self.lift(last_action, flow_obs, context), int(T))
+
+    def diverged(self, observed_centroid_px, predicted_centroid_px) -> bool:
+        """True when the observed and predicted point centroids are farther apart than the
+        calibrated ``replan_threshold_px``."""
+        if self.replan_threshold_px is None:
+            raise ValueError("this model has no replan_threshold_px (fit ran without a flow AE)")
+        d = np.linalg.norm(np.asarray(observed_centroid_px, float) - np.asarray(predicted_centroid_px, float))
+        return bool(d > self.replan_threshold_px)
+
+    def eigenvalues(self) -> np.ndarray:
+        return np.linalg.eigvals(self.K)
+
+    def spectral_radius(self) -> float:
+        return float(np.abs(self.eigenvalues()).max())
+
+    # -- persistence ---------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        m = self.model
+        stats = {k: getattr(m, k).tolist() for k in
+                 ("xi_mean", "xi_std", "state_shift", "state_scale", "action_low", "action_high")}
+        stats = {k: [None if not math.isfinite(x) else x for x in v] for k, v in stats.items()}
+        return {
+            "method": METHOD, "format": FORMAT_VERSION, "task": self.task_id, "config_hash": self.config_hash,
+            "seed": self.seed, "config": self.config.to_dict(),
+            "d_q": self.d_q, "d_flow": self.d_flow, "d_c": self.d_c, "d_xi": self.d_xi, "d_z": self.d_z,
+            "scale_s": self.s, "replan_threshold_px": self.replan_threshold_px,
+            "features": self.feature_attrs, "normalisation": stats,
+            "xi_layout": "[action (d_q); s*flow (d_flow); s*context (d_c)]", **self.extra,
+        }
+
+    def save(self, directory) -> Path:
+        """Write model.safetensors + config.json into ``directory`` (created)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS), metadata={"method": METHOD})
+        (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2, allow_nan=False))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> KubmPolicy:
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{directory}: no {p.name}; not a saved K-UBM model "
+                                        "(run `kubm fit ... --method kubm`)")
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("method") != METHOD:
+            raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {METHOD!r}")
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
+        model = KubmModel(KubmConfig.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
+        try:
+            model.load_state_dict(load_file(str(w_path)), strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{directory}: weights do not match config.json ({e})") from e
+        known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c",
+                 "d_xi", "d_z", "scale_s", "replan_threshold_px", "features", "normalisation", "xi_layout"}
+        policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),
+                     feature_attrs=meta.get("features"), replan_threshold_px=meta.get("replan_threshold_px"),
+                     seed=meta.get("seed"), extra={k: v for k, v in meta.items() if k not in known})
+        policy.source = str(directory)
+        return policy
+
+
+def save_atomic(policy: KubmPolicy, directory) -> Path:
+    """save() into ``<dir>.partial`` and rename (a half-written model never sits at ``dir``)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save(tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------
+# replanning threshold and open-loop diagnostics
+# ---------------------------------------------------------------------------------------
+
+def calibrate_replan_threshold(policy: KubmPolicy, episodes, ae, *, horizon: int | None = None,
+                               starts_per_demo: int | None = None, quantile: float | None = None) -> dict:
+    """Replan threshold (px) on training demos.
+
+    From ``starts_per_demo`` evenly spaced start times t per demo, re-lift
+    [a_{t-1}; s·φ_t; s·c] (ξ_{-1} with qpos_0 at t = 0) exactly as ``replan`` does, roll out
+    H steps, decode the predicted latents φ̂_t … φ̂_{t+H-1} and the true latents with the flow
+    AE, and measure the distance between the two point centroids (px). The threshold is the
+    ``quantile`` (95th) percentile of all these distances: within H steps of a (re)plan,
+    in-distribution prediction error stays below it 95 % of the time.
+    """
+    cfg = policy.config
+    H = int(horizon or cfg.horizon)
+    S = int(starts_per_demo or cfg.calib_starts_per_demo)
+    q = float(quantile or cfg.calib_quantile)
+    dists = []
+    for ep in episodes:
+        T = len(ep)
+        true_c = decoded_centroids(ae, ep.flow)
+        starts = np.unique(np.linspace(0, T - 1, S).round().astype(int))
+        preds, truth = [], []
+        for t in starts:
+            first = ep.qpos[0] if t == 0 else ep.action[t - 1]
+            n = min(H, T - t)
+            plan = policy.rollout(policy.lift(first, ep.flow[t], ep.context), n)
+            preds.append(plan.flow)
+            truth.append(true_c[t: t + n])
+        pred_c = decoded_centroids(ae, np.concatenate(preds))
+        dists.append(np.linalg.norm(pred_c - np.concatenate(truth), axis=1))
+    d = np.concatenate(dists)
+    return {"replan_threshold_px": float(np.percentile(d, q)), "quantile": q, "horizon": H,
+            "starts_per_demo": S, "n_distances": int(d.size), "median_px": float(np.median(d)),
+            "max_px": float(d.max())}
+
+
+def openloop_errors(policy: KubmPolicy, episodes, ae=None) -> dict:
+    """Full-horizon plans from ξ_{-1} against the demos, per horizon step k (0-based):
+    action RMS (rad, over demos × joints), flow latent RMS, and (with ``ae``) the mean
+    decoded point-centroid distance (px)."""
+    T_max = max(len(ep) for ep in episodes)
+    a_se, f_se, c_d = [[] for _ in range(T_max)], [[] for _ in range(T_max)], [[] for _ in range(T_max)]
+    for ep in episodes:
+        T = len(ep)
+        plan = policy.plan(ep.qpos[0], ep.flow[0], ep.context, T)
+        ae_err = ((plan.actions - ep.action) ** 2).mean(axis=1)
+        fl_err = ((plan.flow - ep.flow) ** 2).mean(axis=1)
+        cd = None
+        if ae is not None:
+            cd = np.linalg.norm(decoded_centroids(ae, plan.flow) - decoded_centroids(ae, ep.flow), axis=1)
+        for k in range(T):
+            a_se[k].append(ae_err[k])
+            f_se[k].append(fl_err[k])
+            if cd is not None:
+                c_d[k].append(cd[k])
+    out = {
+        "horizon": list(range(1, T_max + 1)),  # plan step k+1 = K^{k+1} z_0
+        "action_rms_rad": [float(np.sqrt(np.mean(v))) for v in a_se],
+        "flow_latent_rms": [float(np.sqrt(np.mean(v))) for v in f_se],
+        "centroid_px": [float(np.mean(v)) for v in c_d] if ae is not None else None,
+        "n_demos": len(episodes),
+    }
+    for k in (10, 50, 100, 200):
+        if k <= T_max:
+            out[f"action_rms_rad@{k}"] = out["action_rms_rad"][k - 1]
+            if ae is not None:
+                out[f"centroid_px@{k}"] = out["centroid_px"][k - 1]
+    out["action_rms_rad_overall"] = float(np.sqrt(np.mean(np.concatenate([np.asarray(v) for v in a_se]))))
+    return out

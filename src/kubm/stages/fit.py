@@ -1,0 +1,222 @@
+"""fit: train one method on a task's feature stores, for one training seed.
+
+Output ``models/{suite}/{task}/{method}/seed{k}/`` (K-UBM)::
+
+    model.safetensors, config.json     the policy (KubmPolicy.load / kubm.policies.load_policy)
+    curves.json, loss.png              loss per iteration and wall time
+    diagnostics.json                   eigenvalues and spectral radius of K, open-loop errors on
+                                       the test demos, replanning-threshold calibration
+    eigs.png, openloop.png             eigenvalues vs the unit circle; open-loop error vs horizon
+
+Everything is written into ``<out>.partial`` and renamed to ``<out>`` only at the end, so
+a diverged or interrupted fit never leaves a model at ``<out>``.
+
+The flow AE (``--ae``, loaded with ``kubm.features.flow_ae.FlowAE.load``) is only used to
+decode latents to pixel points: for the replanning threshold and the px diagnostics. Tests
+pass any object with ``decode(latents [T, d_flow]) -> points [T, P, 2]`` as ``ae=``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kubm.config import TaskConfig
+from kubm.policies.features import (
+    action_limits,
+    compute_scale,
+    load_features,
+    training_sequences,
+)
+from kubm.policies.kubm import (
+    FitDiverged,
+    KubmConfig,
+    KubmModel,
+    KubmPolicy,
+    calibrate_replan_threshold,
+    openloop_errors,
+    train_kubm,
+)
+from kubm.provenance import git_revision, package_versions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FitDiverged", "FitError", "fit", "load_flow_ae", "METHODS"]
+
+
+class FitError(ValueError):
+    """The fit stage cannot run on its inputs (unknown method, mismatched stores, no AE)."""
+
+
+def load_flow_ae(ae_dir):
+    try:
+        from kubm.features.flow_ae import FlowAE
+    except ImportError as e:
+        raise FitError(f"cannot load the flow autoencoder: kubm.features.flow_ae is not available ({e}); "
+                       "it comes with the train_ae stage") from e
+    try:
+        return FlowAE.load(ae_dir)
+    except Exception as e:  # whatever the AE's loader raises, say which directory and what to do
+        raise FitError(f"{ae_dir}: cannot load the flow autoencoder ({type(e).__name__}: {e}); "
+                       "run `kubm train-ae` for this task first") from e
+
+
+def _plot_loss(curves: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogy(curves["iteration"], curves["loss"], lw=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("coherence loss")
+    ax.set_title(f"K-UBM training ({curves['time_s'][-1]:.0f} s)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_eigs(eigs: np.ndarray, rho: float, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    th = np.linspace(0, 2 * np.pi, 400)
+    ax.plot(np.cos(th), np.sin(th), "k--", lw=0.8, label="unit circle")
+    ax.scatter(eigs.real, eigs.imag, s=8, c="C3", label="eig(K)")
+    ax.set_aspect("equal")
+    ax.set_title(f"eigenvalues of K, ρ = {rho:.4f}")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_openloop(ol: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("action_rms_rad", "action RMS (rad)"), ("flow_latent_rms", "flow latent RMS")]
+    if ol.get("centroid_px") is not None:
+        panels.append(("centroid_px", "decoded centroid error (px)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (key, label) in zip(np.atleast_1d(axes), panels):
+        ax.plot(ol["horizon"], ol[key], lw=1)
+        ax.set_xlabel("horizon (steps from ξ₋₁)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"open-loop prediction error, {ol['n_demos']} test demos")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _check_inputs(task: TaskConfig, train, test) -> None:
+    for fs in (train, test):
+        if fs.task_id is not None and fs.task_id != task.id:
+            raise FitError(f"{fs.path}: features of task {fs.task_id}, but fitting {task.id}")
+    if train.dims() != test.dims():
+        raise FitError(f"train features {train.dims()} and test features {test.dims()} differ in dims")
+    a, b = (train.attrs.get("ae") or {}).get("sha256"), (test.attrs.get("ae") or {}).get("sha256")
+    if a and b and a != b:
+        raise FitError(f"train and test features were encoded with different flow AEs ({a[:12]}… vs {b[:12]}…)")
+
+
+def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
+    cfg = KubmConfig.from_dict(config["fit"]["kubm"])
+    s = compute_scale(train)
+    seqs = training_sequences(train, s)
+    lo, hi = action_limits(train)
+    torch.manual_seed(seed)
+    model = KubmModel(cfg, train.d_q, train.d_flow, train.d_c)
+    model.set_statistics(np.concatenate(seqs), s, lo, hi)
+    t0 = time.perf_counter()
+    curves = train_kubm(model, seqs, seed=seed, progress=progress, desc=f"fit kubm {task.id} seed{seed}")
+    train_s = time.perf_counter() - t0
+    policy = KubmPolicy(model, task_id=task.id, config_hash=task.hash(), feature_attrs=train.attrs, seed=seed,
+                        extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
+                                           "final_loss": curves["loss"][-1], "stopped": curves["stopped"],
+                                           "n_train_demos": len(train.episodes)},
+                               "git_revision": git_revision(), "versions": package_versions()})
+    calib = calibrate_replan_threshold(policy, train.episodes, ae) if ae is not None else None
+    policy.replan_threshold_px = calib["replan_threshold_px"] if calib else None
+    policy.save(tmp)
+    # the saved model must reproduce the in-memory plan exactly
+    ep = test.episodes[0]
+    check = KubmPolicy.load(tmp).plan(ep.qpos[0], ep.flow[0], ep.context, len(ep))
+    if not np.array_equal(check.actions, policy.plan(ep.qpos[0], ep.flow[0], ep.context, len(ep)).actions):
+        raise RuntimeError(f"{tmp}: the reloaded model plans differently from the trained one")
+
+    (tmp / "curves.json").write_text(json.dumps(curves))
+    _plot_loss(curves, tmp / "loss.png")
+    eigs = policy.eigenvalues()
+    rho = float(np.abs(eigs).max())
+    _plot_eigs(eigs, rho, tmp / "eigs.png")
+    ol = openloop_errors(policy, test.episodes, ae)
+    _plot_openloop(ol, tmp / "openloop.png")
+    diagnostics = {
+        "spectral_radius": rho,
+        "n_eigs_outside_unit_circle": int((np.abs(eigs) > 1.0 + 1e-9).sum()),
+        "eigenvalues": [[float(e.real), float(e.imag)] for e in eigs],
+        "replan_calibration": calib,
+        "openloop_test": ol,
+        "scale_s": s,
+        "final_loss": curves["loss"][-1],
+        "iterations": len(curves["loss"]),
+        "train_wall_s": round(train_s, 2),
+        "stopped": curves["stopped"],
+    }
+    (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1))
+    return {"method": "kubm", "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],
+            "train_wall_s": round(train_s, 2), "spectral_radius": rho, "scale_s": s,
+            "replan_threshold_px": policy.replan_threshold_px,
+            "openloop_action_rms_rad": ol["action_rms_rad_overall"]}
+
+
+METHODS = {"kubm": _fit_kubm}
+
+
+def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, test: Path, ae_dir: Path | None,
+        out_dir: Path, *, threads: int = 1, progress: bool = True, ae=None) -> dict:
+    """Fit ``method`` for one training seed; returns a summary dict (also in diagnostics.json).
+
+    ``ae`` overrides loading the flow AE from ``ae_dir`` (any object with ``decode``); with
+    neither, fit fails (FitError). Raises FitDiverged (seed, iteration) with nothing written.
+    """
+    if method not in METHODS:
+        raise FitError(f"unknown method {method!r}; methods with a fit: {sorted(METHODS)}")
+    torch.set_num_threads(max(1, int(threads)))
+    out_dir = Path(out_dir)
+    train_fs, test_fs = load_features(train), load_features(test)
+    _check_inputs(task, train_fs, test_fs)
+    if ae is None:
+        if ae_dir is None:
+            raise FitError("fit needs the flow autoencoder (--ae) to calibrate the replanning threshold")
+        ae = load_flow_ae(ae_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        summary = METHODS[method](task, config, int(seed), train_fs, test_fs, ae, tmp, progress)
+        old = out_dir.with_name(out_dir.name + ".old")
+        if out_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["out"] = str(out_dir)
+    return summary
+

@@ -1,0 +1,260 @@
+"""K-UBM model and policy: lift, K, loss, training, save/load, compatibility, replanning."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kubm.policies import METHODS, IncompatibleError, check_compatible, load_policy
+from kubm.policies.features import Episode, episode_sequence, make_xi
+from kubm.policies.kubm import (
+    FitDiverged,
+    KubmConfig,
+    KubmModel,
+    KubmPolicy,
+    calibrate_replan_threshold,
+    train_kubm,
+)
+
+D_Q, D_FLOW, D_C = 3, 5, 2
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and the machine's 2 cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_config(**kw) -> KubmConfig:
+    base = dict(d_psi=6, horizon=4, hidden=[16], iterations=30, starts_per_demo=4, lr_g=3e-3, lr_K=3e-3)
+    return KubmConfig(**{**base, **kw})
+
+
+def rotation_decay() -> np.ndarray:
+    """4-D block-diagonal rotation + decay; eigenvalues 0.97e^{±0.3i}, 0.9e^{±0.1i}."""
+    def block(r, th):
+        return r * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    A = np.zeros((4, 4))
+    A[:2, :2], A[2:, 2:] = block(0.97, 0.3), block(0.9, 0.1)
+    return A
+
+
+def linear_sequences(A, n=12, T=30, seed=0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.normal(size=A.shape[0])
+        seq = [x]
+        for _ in range(T - 1):
+            seq.append(A @ seq[-1])
+        out.append(np.asarray(seq, np.float32))
+    return out
+
+
+def fake_model(config: KubmConfig, seed=0) -> KubmModel:
+    torch.manual_seed(seed)
+    m = KubmModel(config, D_Q, D_FLOW, D_C)
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(200, m.d_xi)) * rng.uniform(0.5, 3, m.d_xi) + rng.normal(size=m.d_xi)
+    m.set_statistics(rows, s=2.0, action_low=np.full(D_Q, -10.0), action_high=np.full(D_Q, 10.0))
+    return m
+
+
+@pytest.mark.parametrize("normalize", ["standard", "scale", "none"])
+def test_lift_is_state_inclusive(normalize):
+    m = fake_model(small_config(normalize=normalize))
+    xi = torch.randn(7, m.d_xi)
+    z = m.lift(xi)
+    assert z.shape == (7, m.d_xi + m.d_psi)
+    assert torch.equal(z[:, : m.d_xi], m.normalise(xi))
+    assert torch.allclose(m.denormalise(z[:, : m.d_xi]), xi, atol=1e-5)
+    if normalize == "none":
+        assert torch.equal(z[:, : m.d_xi], xi)
+
+
+def test_identity_K_gives_constant_rollout():
+    policy = KubmPolicy(fake_model(small_config()))
+    assert np.array_equal(policy.K, np.eye(policy.d_z))
+    qpos0, flow0, ctx = np.array([0.1, -0.2, 0.3]), np.linspace(-1, 1, D_FLOW), np.array([4.0, 5.0])
+    plan = policy.plan(qpos0, flow0, ctx, T=50)
+    assert plan.actions.shape == (50, D_Q) and plan.flow.shape == (50, D_FLOW)
+    np.testing.assert_allclose(plan.actions, np.broadcast_to(qpos0, (50, D_Q)), atol=1e-5)
+    np.testing.assert_allclose(plan.flow, np.broadcast_to(flow0, (50, D_FLOW)), atol=1e-5)
+    assert np.ptp(plan.actions, axis=0).max() == 0  # exactly constant
+
+
+def test_plan_is_clipped_to_joint_limits():
+    m = fake_model(small_config())
+    m.action_low.fill_(-0.05)
+    m.action_high.fill_(0.05)
+    plan = KubmPolicy(m).plan(np.array([1.0, -1.0, 0.0]), np.zeros(D_FLOW), np.zeros(D_C), T=3)
+    assert plan.actions.max() <= 0.05 and plan.actions.min() >= -0.05
+
+
+def test_loss_decreases_on_linear_system():
+    A = rotation_decay()
+    seqs = [np.concatenate([s, s[:, :2] ** 2 - 0.5, s[:, 2:3]], axis=1) for s in linear_sequences(A, n=8)]
+    # d_q=3, d_flow=4 (x, x0² − .5, x1² − .5 ... a mildly nonlinear observable), d_c=0
+    cfg = small_config(iterations=150, d_psi=8, horizon=5)
+    torch.manual_seed(0)
+    m = KubmModel(cfg, 3, 4, 0)
+    m.set_statistics(np.concatenate(seqs), s=1.0)
+    curves = train_kubm(m, seqs, seed=0)
+    assert len(curves["loss"]) == 150
+    first, last = np.mean(curves["loss"][:10]), np.mean(curves["loss"][-10:])
+    assert last < 0.5 * first, (first, last)
+
+
+def test_recovers_known_eigenvalues():
+    """d_ψ = 0: K alone must become the system matrix (up to the per-dim scaling), so its
+    eigenvalues are the system's. normalize="scale" keeps the system linear (no centring)."""
+    A = rotation_decay()
+    seqs = linear_sequences(A, n=16, T=40, seed=1)
+    cfg = KubmConfig(d_psi=0, horizon=5, hidden=[], iterations=300, starts_per_demo=8, lr_K=1e-2,
+                     clip_K=10.0, normalize="scale")
+    m = KubmModel(cfg, 2, 2, 0)
+    m.set_statistics(np.concatenate(seqs), s=1.0)
+    train_kubm(m, seqs, seed=0)
+    got = np.linalg.eigvals(m.K.detach().double().numpy())
+    want = np.linalg.eigvals(A)
+    # match each true eigenvalue to its nearest recovered one
+    err = max(np.abs(got - w).min() for w in want)
+    assert err < 0.02, (sorted(got, key=np.angle), sorted(want, key=np.angle))
+
+
+def test_training_is_deterministic_by_seed():
+    seqs = linear_sequences(rotation_decay(), n=4, T=12)
+    seqs = [np.concatenate([s[:, :3], s, s[:, :1], np.ones((len(s), 2), np.float32)], axis=1) for s in seqs]
+    Ks = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        m = KubmModel(small_config(iterations=10), D_Q, D_FLOW, D_C)
+        m.set_statistics(np.concatenate(seqs), 1.0)
+        train_kubm(m, seqs, seed=seed)
+        Ks.append(m.K.detach().clone())
+    assert torch.equal(Ks[0], Ks[1]) and not torch.equal(Ks[0], Ks[2])
+
+
+def test_compute_loss_api_and_spectral_penalty():
+    m = fake_model(small_config(spectral_penalty=1.0))
+    with torch.no_grad():
+        m.K.mul_(1.5)  # ‖K‖₂ = 1.5 → penalty 0.25
+    batch = {"xi": torch.randn(6, 5, m.d_xi), "mask": torch.ones(6, 5, dtype=torch.bool)}
+    loss, terms = m.compute_loss(batch)
+    assert torch.isfinite(loss) and loss.requires_grad
+    for _ in range(5):
+        m.spectral_norm(iters=5)
+    assert abs(float(m.spectral_norm().detach()) - 1.5) < 1e-3
+    assert terms["spectral"] == pytest.approx(0.25, abs=0.05)
+    loss.backward()
+    assert m.K.grad is not None and torch.isfinite(m.K.grad).all()
+
+
+def test_exploding_training_raises_fit_diverged():
+    seqs = linear_sequences(rotation_decay(), n=3, T=10)
+    seqs = [np.concatenate([s, s], axis=1)[:, : D_Q + D_FLOW + D_C] for s in seqs]
+    seqs = [np.pad(s, ((0, 0), (0, D_Q + D_FLOW + D_C - s.shape[1]))) for s in seqs]
+    m = KubmModel(small_config(lr_K=1e6, clip_K=1e6), D_Q, D_FLOW, D_C)
+    m.set_statistics(np.concatenate(seqs), 1.0)
+    with pytest.raises(FitDiverged, match=r"seed 7, iteration 1\b") as err:
+        train_kubm(m, seqs, seed=7)
+    assert err.value.seed == 7 and err.value.iteration == 1
+    # a NaN that reaches the loss
+    bad = [s.copy() for s in seqs]
+    for s in bad:
+        s[:, 0] = np.nan
+    m = KubmModel(small_config(), D_Q, D_FLOW, D_C)
+    with pytest.raises(FitDiverged, match=r"seed 3, iteration 1\): loss is nan"):
+        train_kubm(m, bad, seed=3)
+
+
+def test_save_load_gives_identical_plan(tmp_path):
+    seqs = linear_sequences(rotation_decay(), n=4, T=12)
+    seqs = [np.pad(s, ((0, 0), (0, D_Q + D_FLOW + D_C - 4))) + 0.1 for s in seqs]
+    torch.manual_seed(0)
+    m = KubmModel(small_config(iterations=15), D_Q, D_FLOW, D_C)
+    m.set_statistics(np.concatenate(seqs), 1.7, np.full(D_Q, -2.0), np.full(D_Q, 2.0))
+    train_kubm(m, seqs, seed=0)
+    policy = KubmPolicy(m, task_id="adroit/relocate", config_hash="abc", replan_threshold_px=3.5,
+                        feature_attrs={"d_q": D_Q, "d_flow": D_FLOW, "d_c": D_C, "ae": {"sha256": "f" * 64},
+                                       "versions": {"x": 1}})
+    args = (np.array([0.1, 0.2, 0.3]), np.linspace(0, 1, D_FLOW), np.array([0.5, -0.5]), 40)
+    want = policy.plan(*args)
+    policy.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["method"] == "kubm" and meta["scale_s"] == pytest.approx(1.7)
+    assert meta["config"]["d_psi"] == 6 and meta["replan_threshold_px"] == 3.5
+    assert "versions" not in meta["features"] and len(meta["normalisation"]["xi_mean"]) == policy.d_xi
+    for loaded in (KubmPolicy.load(tmp_path / "m"), load_policy(tmp_path / "m")):
+        got = loaded.plan(*args)
+        assert np.array_equal(got.actions, want.actions) and np.array_equal(got.flow, want.flow)
+        assert loaded.task_id == "adroit/relocate" and loaded.replan_threshold_px == 3.5
+    assert METHODS["kubm"] is KubmPolicy
+    with pytest.raises(FileNotFoundError, match="not a saved"):
+        load_policy(tmp_path / "nothing")
+
+
+def test_incompatible_features_and_task_are_refused(tmp_path):
+    policy = KubmPolicy(fake_model(small_config()), task_id="adroit/relocate",
+                        feature_attrs={"ae": {"sha256": "a" * 64}})
+    ok = {"d_q": D_Q, "d_flow": D_FLOW, "d_c": D_C, "suite": "adroit", "task": "relocate",
+          "ae": {"sha256": "a" * 64}}
+    check_compatible(policy, ok, "adroit/relocate")
+    with pytest.raises(IncompatibleError, match=r"d_flow=128 \(model: 5\)"):
+        check_compatible(policy, {**ok, "d_flow": 128})
+    with pytest.raises(IncompatibleError, match=r"d_c=0 \(model: 2\)"):
+        check_compatible(policy, {**ok, "d_c": 0})
+    with pytest.raises(IncompatibleError, match="trained on task adroit/relocate, not adroit/door"):
+        check_compatible(policy, ok, "adroit/door")
+    with pytest.raises(IncompatibleError, match="from task adroit/door"):
+        check_compatible(policy, {**ok, "task": "door"})
+    with pytest.raises(IncompatibleError, match="flow AE"):
+        check_compatible(policy, {**ok, "ae": {"sha256": "b" * 64}})
+    policy.save(tmp_path / "m")
+    with pytest.raises(IncompatibleError, match="not adroit/door"):
+        load_policy(tmp_path / "m", task_id="adroit/door")
+    with pytest.raises(ValueError, match="flow has 4 values, the model expects 5"):
+        policy.plan(np.zeros(D_Q), np.zeros(4), np.zeros(D_C), 5)
+
+
+class PointsAE:
+    """Stand-in flow AE: latent → 256 points around a latent-dependent centre (px)."""
+
+    def __init__(self, d_flow, seed=0):
+        rng = np.random.default_rng(seed)
+        self.W = rng.normal(size=(d_flow, 2)) * 5
+        self.base = rng.uniform(40, 80, size=(256, 2))
+
+    def decode(self, latents):
+        return self.base[None] + (np.asarray(latents) @ self.W)[:, None, :]
+
+
+def test_replan_relifts_last_action_and_threshold_triggers():
+    m = fake_model(small_config())
+    with torch.no_grad():
+        m.K.add_(0.01 * torch.randn_like(m.K))
+    policy = KubmPolicy(m)
+    rng = np.random.default_rng(0)
+    eps = [Episode(action=rng.normal(size=(20, D_Q)).astype(np.float32),
+                   qpos=rng.normal(size=(20, D_Q)).astype(np.float32),
+                   flow=rng.normal(size=(20, D_FLOW)).astype(np.float32),
+                   context=np.ones(D_C, np.float32), seed=i) for i in range(3)]
+    # ξ_{-1} of a demo is [qpos_0; s φ_0; s c]
+    assert np.allclose(episode_sequence(eps[0], 2.0)[0], make_xi(eps[0].qpos[0], eps[0].flow[0], eps[0].context, 2.0))
+    ae = PointsAE(D_FLOW)
+    calib = calibrate_replan_threshold(policy, eps, ae, horizon=5, starts_per_demo=4)
+    policy.replan_threshold_px = calib["replan_threshold_px"]
+    assert calib["n_distances"] > 0 and 0 < calib["replan_threshold_px"] <= calib["max_px"]
+    last, flow_obs = eps[0].action[4], eps[0].flow[5]
+    re = policy.replan(last, flow_obs, eps[0].context, T=10)
+    ref = policy.rollout(policy.lift(last, flow_obs, eps[0].context), 10)
+    assert np.array_equal(re.actions, ref.actions)
+    assert not np.array_equal(re.actions, policy.replan(eps[0].qpos[5], flow_obs, eps[0].context, 10).actions)
+    pred_c = ae.decode(re.flow).mean(axis=1)
+    assert not policy.diverged(pred_c[3], pred_c[3])
+    assert not policy.diverged(pred_c[3] + 0.5 * policy.replan_threshold_px, pred_c[3])
+    assert policy.diverged(pred_c[3] + [policy.replan_threshold_px + 1.0, 0.0], pred_c[3])
