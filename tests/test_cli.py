@@ -42,15 +42,6 @@ def test_config_typo_reaches_cli(tmp_path, root, monkeypatch):
     assert "unknown key(s) ['n_demo']" in res.output
 
 
-def test_unbuilt_stage_fails_loudly_and_writes_nothing(tmp_path, root, monkeypatch):
-    monkeypatch.chdir(root)
-    out = tmp_path / "eval.json"
-    res = runner.invoke(app, ["train-ae", "adroit/relocate", "--out", str(out)])
-    assert res.exit_code == 3
-    assert "not implemented yet" in res.output
-    assert not out.exists()
-
-
 def test_dvc_yaml_in_step(root, monkeypatch):
     monkeypatch.chdir(root)
     res = runner.invoke(app, ["dvc-yaml", "--check"])

@@ -180,6 +180,60 @@ def fit(
                f"replan threshold {'n/a' if thr is None else f'{thr:.2f} px'}")
 
 
+@app.command("train-ae")
+def train_ae(
+    task_id: TaskArg,
+    train: Annotated[Path, typer.Option(help="train-split track store")],
+    test: Annotated[Path, typer.Option(help="test-split track store")],
+    out: Annotated[Path, typer.Option(help="model dir to write (model.safetensors, config.json, metrics.json)")],
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train the flow autoencoder (256 tracked points -> latent) and report test reconstruction error in px."""
+    from kubm.features.flow_ae import FlowAEError
+    from kubm.stages.train_ae import TrainDiverged, train_ae as run_train_ae
+
+    config = _load(configfile)
+    task = _task(config, task_id)
+    try:
+        metrics = run_train_ae(task, config, train, test, out, threads=threads, progress=progress)
+    except TrainDiverged as err:
+        _fail(str(err), code=1)
+    except (FlowAEError, *_stage_errors()) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}: test reconstruction {metrics['recon_px_test']['mean']:.3f} px mean, "
+               f"{metrics['recon_px_test']['p95']:.3f} px p95")
+
+
+@app.command()
+def encode(
+    task_id: TaskArg,
+    demos: Annotated[Path, typer.Option(help="demo store")],
+    tracks: Annotated[Path, typer.Option(help="track store")],
+    masks: Annotated[Path, typer.Option(help="mask store")],
+    ae: Annotated[Path, typer.Option(help="flow autoencoder dir")],
+    out: Annotated[Path, typer.Option(help="feature store to write")],
+    configfile: ConfigFiles = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Write the feature store: flow latents, qpos, actions and context per step."""
+    from kubm.features.context import ContextError
+    from kubm.features.flow_ae import FlowAEError
+    from kubm.stages.encode import encode as run_encode
+
+    config = _load(configfile)
+    task = _task(config, task_id)
+    _set_threads(threads)
+    try:
+        summary = run_encode(task, config, demos, tracks, masks, ae, out, progress=progress)
+    except (FlowAEError, ContextError, *_stage_errors()) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}: {summary['episodes']} episodes, {summary['steps']} steps, "
+               f"flow {summary['d_flow']}-d, context {summary['d_c']}-d")
+
+
 def _set_threads(threads: int) -> None:
     # Snakemake passes the rule's `threads`; torch would otherwise use every core.
     import torch
@@ -273,31 +327,6 @@ def dvc_yaml(
         return
     path.write_text(text)
     typer.echo(f"wrote {path}")
-
-
-# Stages built by later issues. They fail loudly and write nothing, so a dry run
-# resolves the whole DAG but no fake artifact can ever appear.
-_NOT_BUILT = {
-    "train-ae": "issue 4 (K-UBM core: flow autoencoder)",
-    "encode": "issue 4 (K-UBM core: feature cache)",
-}
-
-
-def _not_built(name: str, issue: str):
-    def command(
-        task_id: TaskArg,
-        args: Annotated[Optional[list[str]], typer.Argument(help="stage arguments")] = None,
-        configfile: ConfigFiles = None,
-    ) -> None:
-        _fail(f"`kubm {name}` is not implemented yet: it arrives with {issue}. "
-              f"Stages that exist: collect, segment, track. Build up to them, e.g. `snakemake --cores all data/{task_id}/tracks/train.zarr`.", code=3)
-
-    command.__doc__ = f"[not implemented yet: {issue}]"
-    return command
-
-
-for _name, _issue in _NOT_BUILT.items():
-    app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_not_built(_name, _issue))
 
 
 if __name__ == "__main__":

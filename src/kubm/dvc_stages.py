@@ -38,7 +38,7 @@ RULES: tuple[RuleOutputs, ...] = (
                 extra_outputs=("results/{suite}/{task}/qc/track_{split}.metrics.json",
                                "results/{suite}/{task}/qc/track_{split}.mp4")),
     RuleOutputs("train_ae", "models/{suite}/{task}/flow_ae",
-                ("data/{suite}/{task}/tracks/train.zarr", "data/{suite}/{task}/tracks/test.zarr")),
+                ("data/{suite}/{task}/tracks/train.zarr", "data/{suite}/{task}/tracks/test.zarr"), params=("train_ae",)),
     RuleOutputs("encode", "data/{suite}/{task}/features/{split}.zarr",
                 ("data/{suite}/{task}/demos/{split}.zarr", "data/{suite}/{task}/tracks/{split}.zarr",
                  "data/{suite}/{task}/masks/{split}.zarr", "models/{suite}/{task}/flow_ae"), per_split=True),

@@ -18,4 +18,5 @@ rule encode:
     threads: 1
     shell:
         "{params.kubm} encode {wildcards.suite}/{wildcards.task} --demos {input.demos} --tracks {input.tracks} "
-        "--masks {input.masks} --ae {input.ae} --out {output} {params.configs} > {log} 2>&1"
+        "--masks {input.masks} --ae {input.ae} --out {output} --threads {threads} --no-progress "
+        "{params.configs} > {log} 2>&1"

@@ -7,7 +7,7 @@ rule fit:
     output:
         directory("models/{suite}/{task}/kubm/seed{seed}"),
     params:
-        config_hash=task_hash,
+        config_hash=lambda w: stage_hash(w, "fit"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
@@ -15,7 +15,9 @@ rule fit:
     benchmark:
         "logs/benchmarks/{suite}/{task}/fit_kubm_seed{seed}.tsv"
     threads: 2
+    resources:
+        mem_mb=4000,
     shell:
         "{params.kubm} fit {wildcards.suite}/{wildcards.task} --method kubm --seed {wildcards.seed} "
         "--train {input.train} --test {input.test} --ae {input.ae} --out {output} "
-        "--threads {threads} {params.configs} > {log} 2>&1"
+        "--threads {threads} --no-progress {params.configs} > {log} 2>&1"

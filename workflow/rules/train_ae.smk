@@ -6,7 +6,7 @@ rule train_ae:
     output:
         directory("models/{suite}/{task}/flow_ae"),
     params:
-        config_hash=task_hash,
+        config_hash=lambda w: stage_hash(w, "train_ae"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
@@ -14,6 +14,8 @@ rule train_ae:
     benchmark:
         "logs/benchmarks/{suite}/{task}/train_ae.tsv"
     threads: 2
+    resources:
+        mem_mb=4000,
     shell:
         "{params.kubm} train-ae {wildcards.suite}/{wildcards.task} --train {input.train} --test {input.test} "
-        "--out {output} --threads {threads} {params.configs} > {log} 2>&1"
+        "--out {output} --threads {threads} --no-progress {params.configs} > {log} 2>&1"

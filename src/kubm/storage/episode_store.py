@@ -271,6 +271,8 @@ class EpisodeStore:
         for kind in ("data", "meta"):
             for k in group[kind].array_keys():
                 arr = group[f"{kind}/{k}"]
+                if 0 in arr.shape[1:]:  # zero-width (e.g. no context): zarr writes no chunks
+                    continue
                 unit = arr.metadata.chunk_grid.chunk_shape[0]  # shard rows when sharded
                 for i in range(math.ceil(arr.shape[0] / unit)):
                     key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
