@@ -182,9 +182,23 @@ def resolve_task(config: dict, suite: str, task: str) -> TaskConfig:
     return TaskConfig(suite=suite, task=task, simulator=suite_cfg["simulator"], settings=settings)
 
 
-def stage_hash(config: dict, suite: str, task: str, *sections: str) -> str:
-    """Hash of a task's settings plus the named top-level sections (e.g. "segment")."""
-    blob = json.dumps([resolve_task(config, suite, task).hash(), [config.get(s) for s in sections]], sort_keys=True)
+# The task settings each stage reads: a change elsewhere must not rerun it.
+STAGE_TASK_KEYS = {
+    "collect": ("horizon", "camera", "n_demos", "seeds", "expert"),
+    "segment": ("prompt",),
+    "track": (),
+    "train_ae": (),
+    "encode": ("context",),
+    "fit": (),
+    "evaluate": ("horizon", "camera", "seeds", "context"),
+}
+
+
+def stage_hash(config: dict, suite: str, task: str, stage: str, *sections: str) -> str:
+    """Hash of what one stage reads: its slice of the task's settings plus top-level sections."""
+    t = resolve_task(config, suite, task)
+    blob = json.dumps([t.simulator, {k: t.settings.get(k) for k in STAGE_TASK_KEYS[stage]},
+                       [config.get(s) for s in sections]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -3,7 +3,7 @@ rule collect:
     output:
         directory("data/{suite}/{task}/demos/{split}.zarr"),
     params:
-        config_hash=task_hash,
+        config_hash=stage_hash("collect"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:

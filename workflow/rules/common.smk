@@ -37,15 +37,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def task_config(wildcards):
-    return kcfg.resolve_task(config, wildcards.suite, wildcards.task)
-
-
-def task_hash(wildcards):
-    """A param that changes when the task's settings change, so Snakemake's params trigger reruns it."""
-    return task_config(wildcards).hash()
-
-
 def fit_seeds():
     return range(config["fit"]["n_seeds"])
 
@@ -54,6 +45,6 @@ def all_targets():
     return [f"results/{s}/{t}/eval.json" for s, t in kcfg.target_tasks(config)]
 
 
-def stage_hash(wildcards, *sections):
-    """Task settings plus the stage's config sections (and weights), for the params rerun trigger."""
-    return kcfg.stage_hash(config, wildcards.suite, wildcards.task, *sections, "weights")
+def stage_hash(stage, *sections):
+    """A params value that changes exactly when what `stage` reads changes (Snakemake's params trigger)."""
+    return lambda w: kcfg.stage_hash(config, w.suite, w.task, stage, *sections)

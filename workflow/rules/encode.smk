@@ -8,7 +8,7 @@ rule encode:
     output:
         directory("data/{suite}/{task}/features/{split}.zarr"),
     params:
-        config_hash=task_hash,
+        config_hash=stage_hash("encode"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:

@@ -9,7 +9,7 @@ rule evaluate:
         videos=directory("results/{suite}/{task}/videos"),
         plots=directory("results/{suite}/{task}/plots"),
     params:
-        config_hash=lambda w: stage_hash(w, "evaluate", "segment", "track", "fit"),
+        config_hash=stage_hash("evaluate", "evaluate", "segment", "track", "fit", "weights"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:

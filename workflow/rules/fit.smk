@@ -7,7 +7,7 @@ rule fit:
     output:
         directory("models/{suite}/{task}/kubm/seed{seed}"),
     params:
-        config_hash=lambda w: stage_hash(w, "fit"),
+        config_hash=stage_hash("fit", "fit"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:

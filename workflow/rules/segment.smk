@@ -7,7 +7,7 @@ rule segment:
         metrics="results/{suite}/{task}/qc/segment_{split}.metrics.json",
         video="results/{suite}/{task}/qc/segment_{split}.mp4",
     params:
-        config_hash=lambda w: stage_hash(w, "segment"),
+        config_hash=stage_hash("segment", "segment", "weights"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:

@@ -8,7 +8,7 @@ rule track:
         metrics="results/{suite}/{task}/qc/track_{split}.metrics.json",
         video="results/{suite}/{task}/qc/track_{split}.mp4",
     params:
-        config_hash=lambda w: stage_hash(w, "track"),
+        config_hash=stage_hash("track", "track", "weights"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:

@@ -6,7 +6,7 @@ rule train_ae:
     output:
         directory("models/{suite}/{task}/flow_ae"),
     params:
-        config_hash=lambda w: stage_hash(w, "train_ae"),
+        config_hash=stage_hash("train_ae", "train_ae"),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
