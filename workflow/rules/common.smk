@@ -48,3 +48,22 @@ def all_targets():
 def stage_hash(stage, *sections):
     """A params value that changes exactly when what `stage` reads changes (Snakemake's params trigger)."""
     return lambda w: kcfg.stage_hash(config, w.suite, w.task, stage, *sections)
+
+
+def pulled_or(output, **inputs):
+    """Inputs of a stage whose output may come from `dvc pull` without its upstream data.
+
+    When the output exists and some upstream input is missing, the output is a fetched
+    cache: the job gets no inputs, so Snakemake keeps it instead of re-collecting,
+    re-segmenting and re-tracking. `--forcerun` on the rule still rebuilds it (and
+    then needs the upstream data).
+    """
+
+    def fn(wildcards):
+        fmt = dict(wildcards.items())
+        paths = {k: v.format(**fmt) for k, v in inputs.items()}
+        if Path(output.format(**fmt)).exists() and not all(Path(p).exists() for p in paths.values()):
+            return {}
+        return paths
+
+    return fn

@@ -1,10 +1,15 @@
 rule encode:
     """Feature cache: flow latents, qpos, actions and context per split."""
     input:
-        demos="data/{suite}/{task}/demos/{split}.zarr",
-        tracks="data/{suite}/{task}/tracks/{split}.zarr",
-        masks="data/{suite}/{task}/masks/{split}.zarr",
-        ae="models/{suite}/{task}/flow_ae",
+        unpack(
+            pulled_or(
+                "data/{suite}/{task}/features/{split}.zarr",
+                demos="data/{suite}/{task}/demos/{split}.zarr",
+                tracks="data/{suite}/{task}/tracks/{split}.zarr",
+                masks="data/{suite}/{task}/masks/{split}.zarr",
+                ae="models/{suite}/{task}/flow_ae",
+            )
+        ),
     output:
         directory("data/{suite}/{task}/features/{split}.zarr"),
     params:

@@ -1,8 +1,13 @@
 rule train_ae:
     """Flow autoencoder: 256 tracked points -> 128-d latent."""
     input:
-        train="data/{suite}/{task}/tracks/train.zarr",
-        test="data/{suite}/{task}/tracks/test.zarr",
+        unpack(
+            pulled_or(
+                "models/{suite}/{task}/flow_ae",
+                train="data/{suite}/{task}/tracks/train.zarr",
+                test="data/{suite}/{task}/tracks/test.zarr",
+            )
+        ),
     output:
         directory("models/{suite}/{task}/flow_ae"),
     params:
