@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-TARGET ?= data/adroit/relocate/demos/train.zarr data/adroit/relocate/demos/test.zarr
+TARGET ?= results/adroit/relocate/eval.json
 CORES ?= all
 PYTEST_ARGS ?=
 # Offscreen MuJoCo rendering without a display; override with MUJOCO_GL=osmesa.
