@@ -19,7 +19,7 @@ import sapien  # noqa: E402
 from kubm.sim.base import CameraSpec, ManipulationEnv  # noqa: E402
 from kubm.sim.dexart import robot as R  # noqa: E402
 from kubm.sim.dexart.env import DexArtEnv  # noqa: E402
-from kubm.sim.dexart.tasks import OBJECT_STATE_LAYOUT  # noqa: E402
+from kubm.sim.dexart.tasks import OBJECT_LINKS, OBJECT_STATE_LAYOUT, TASKS, success_rule  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_protocol_and_attributes(phys):
     assert env.action_dim == len(env.joint_names) == 22
     assert env.joint_names[:6] == [f"joint{i}" for i in range(1, 7)]
     assert env.joint_limits().shape == (22, 2)
-    assert env.object_state().shape == (sum(w for _, w in OBJECT_STATE_LAYOUT["bucket"]),)
+    assert env.object_state().shape == (sum(w for _, w in OBJECT_STATE_LAYOUT["bucket"]),) == (29,)
     assert env.object_poses().shape == (2, 7)
     obs = env.reset(0)
     assert obs.qpos.dtype == np.float32 and obs.qpos.shape == (22,)
@@ -193,3 +193,104 @@ def test_render_determinism(rendered):
     np.testing.assert_array_equal(a.rgb, b.rgb)
     np.testing.assert_array_equal(a.seg, b.seg)
     np.testing.assert_array_equal(a.depth, b.depth)
+
+
+# ------------------------------------------------------------------ all four tasks
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_builds_and_rests(task):
+    env = DexArtEnv(task, render=False)
+    obs = env.reset(0)
+    assert obs.qpos.shape == (22,)
+    state0 = env.object_state()
+    hold = env.initial_qpos()
+    for _ in range(10):
+        env.step(hold)
+    # The object settles where it was placed: the part stays at its start, the base stays put.
+    assert env.obj.progress() == pytest.approx(0.0, abs=0.02)
+    assert abs(env.object_state()[2]) < 0.005  # base_lift
+    assert not env.success()
+    assert [l.name for l in env.obj.articulation.links] == OBJECT_LINKS[task]
+    # Different seeds give different instances.
+    env.reset(1)
+    assert env.obj.params != env.obj.__class__ and not np.allclose(env.object_state(), state0)
+    env.close()
+
+
+def _teleport_grip_to_palm(env, offset=(0.0, 0.0, -0.03)):
+    """Move the (fixed-base) object so that its grip point sits just below the palm."""
+    art = env.obj.articulation
+    root = art.get_root_pose()
+    delta = env.palm_pose().p + np.asarray(offset) - env.obj.grip_pose().p
+    art.set_root_pose(sapien.Pose(root.p + delta, root.q))
+
+
+@pytest.mark.parametrize("task", ["faucet", "laptop", "toilet"])
+def test_contact_task_success_on_hand_set_states(task, monkeypatch):
+    env = DexArtEnv(task, render=False)
+    env.reset(0)
+    obj = env.obj
+    art = obj.articulation
+    flags = {"value": np.array([True, True, False, False, True])}  # thumb, index + palm
+    monkeypatch.setattr(env, "contact_flags", lambda: flags["value"])
+
+    def set_q(q):
+        art.set_qpos(np.array([q], np.float32))
+
+    goal = obj.q_goal + (0.05 if task == "faucet" else 0.0)  # faucet: > 1.5 rad
+    set_q(goal)
+    _teleport_grip_to_palm(env)
+    assert env.success()
+    set_q(obj.q_start)  # not open
+    assert not env.success()
+    set_q(goal)
+    flags["value"] = np.array([True, False, False, False, True])  # one finger only
+    assert not env.success()
+    flags["value"] = np.array([True, True, True, False, False])  # no palm: only the toilet accepts
+    assert env.success() == (task == "toilet")
+    flags["value"] = np.array([True, True, False, False, True])
+    _teleport_grip_to_palm(env, offset=(0.0, 0.0, -0.25))  # palm too far
+    assert not env.success()
+    env.close()
+
+
+def test_success_rule_thresholds():
+    kw = dict(angle=0.0, progress=0.0, lift=0.0, palm_dist=1.0, contacts=[0, 0, 0, 0, 0])
+    ok = [1, 1, 0, 0, 1]
+    assert success_rule("bucket", **{**kw, "progress": 0.71, "lift": 0.26})
+    assert not success_rule("bucket", **{**kw, "progress": 0.69, "lift": 0.26})
+    assert not success_rule("bucket", **{**kw, "progress": 0.71, "lift": 0.24})
+    assert success_rule("faucet", **{**kw, "angle": 1.51, "palm_dist": 0.19, "contacts": ok})
+    assert not success_rule("faucet", **{**kw, "angle": 1.49, "palm_dist": 0.19, "contacts": ok})
+    assert not success_rule("faucet", **{**kw, "angle": 1.51, "palm_dist": 0.21, "contacts": ok})
+    assert success_rule("laptop", **{**kw, "progress": 0.96, "palm_dist": 0.19, "contacts": ok})
+    assert not success_rule("laptop", **{**kw, "progress": 0.94, "palm_dist": 0.19, "contacts": ok})
+    assert success_rule("toilet", **{**kw, "progress": 0.96, "palm_dist": 0.09, "contacts": [1, 1, 0, 0, 0]})
+    assert not success_rule("toilet", **{**kw, "progress": 0.96, "palm_dist": 0.11, "contacts": ok})
+
+
+def test_contact_flags_detect_palm_touch():
+    env = DexArtEnv("faucet", render=False)
+    env.reset(0)
+    assert not env.contact_flags().any()
+    _teleport_grip_to_palm(env, offset=(0.0, 0.0, -0.006))  # lever pressed into the palm
+    hold = env.initial_qpos()
+    seen = np.zeros(5, bool)
+    for _ in range(3):
+        env.step(hold)
+        seen |= env.contact_flags()
+    assert seen[4] and not seen[:4].any()
+    env.close()
+
+
+@pytest.mark.parametrize("task", ["faucet", "laptop", "toilet"])
+def test_other_tasks_render_object(rendered, task):
+    # `rendered` compiled the shaders already; further envs build in well under a second.
+    env = DexArtEnv(task, camera=CameraSpec(width=128, height=128))
+    obs = env.reset(0)
+    base, part = env.object_seg_ids
+    assert (obs.seg == base).sum() > 50 and (obs.seg == part).sum() > 10
+    u, v, _ = _project(env, env.obj.grip_pose().p)
+    assert 0 <= u < 128 and 0 <= v < 128
+    env.close()

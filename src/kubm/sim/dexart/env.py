@@ -101,8 +101,6 @@ class DexArtEnv:
     ):
         if task not in T.TASKS:
             raise ValueError(f"unknown dexart task {task!r}; allowed: {', '.join(T.TASKS)}")
-        if task not in T.BUILT_TASKS:
-            raise NotImplementedError(f"dexart task {task!r} is not built yet; built: {', '.join(T.BUILT_TASKS)}")
         if assets_dir is not None:
             raise NotImplementedError("dexart assets_dir (PartNet-Mobility objects) is not supported yet")
         self.task = task
@@ -205,6 +203,13 @@ class DexArtEnv:
         lim = np.array([j.limit[0] for j in self._joints], float)
         self._limits = lim
         self._robot_links = [l for l in robot.links if l.name not in ("palm", "wrist", "palm_center")]
+        # Contact bookkeeping (DexArt: finger links + palm against the manipulated part).
+        self._contact_index = {}
+        for k, finger in enumerate(("thumb", "index", "middle", "ring")):
+            for name in R.FINGER_LINKS[finger]:
+                self._contact_index[robot.find_link_by_name(name).entity.per_scene_id] = k
+        for name in R.PALM_LINKS:
+            self._contact_index[robot.find_link_by_name(name).entity.per_scene_id] = 4
         self._palm = robot.find_link_by_name("palm_center")
         self.robot = robot
 
@@ -306,6 +311,24 @@ class DexArtEnv:
     # --------------------------------------------------------- privileged state
     def palm_pose(self) -> "sapien.Pose":
         return self._palm.entity_pose
+
+    def contact_flags(self) -> np.ndarray:
+        """(5,) bool: thumb, index, middle, ring, palm touching the manipulated part
+        (summed contact impulse over the last substep above `tasks.IMPULSE_THRESHOLD`)."""
+        impulse = np.zeros(5)
+        if self._t == 0:  # PhysX's contact list still describes the previous episode
+            return impulse > 0
+        part = self.obj.part.entity.per_scene_id
+        for c in self.scene.get_contacts():
+            e0, e1 = c.bodies[0].entity, c.bodies[1].entity
+            if e0 is None or e1 is None:
+                continue
+            a, b = e0.per_scene_id, e1.per_scene_id
+            other = b if a == part else a if b == part else None
+            k = self._contact_index.get(other)
+            if k is not None:
+                impulse[k] += sum(float(np.linalg.norm(pt.impulse)) for pt in c.points)
+        return impulse > T.IMPULSE_THRESHOLD
 
     def object_poses(self) -> np.ndarray:
         """World pose (x, y, z, qw, qx, qy, qz) of each body in object_seg_ids, float32 (B, 7)."""

@@ -128,8 +128,7 @@ def bucket_params(rng: np.random.Generator) -> dict:
         handle_len=r_top + rng.uniform(0.04, 0.08),
         handle_radius=rng.uniform(0.008, 0.012),
         handle_down=rng.uniform(1.15, 1.45),  # 'left': lowered toward the robot
-        pos=(rng.uniform(0.0, 0.05), rng.uniform(-0.05, 0.05)),
-        yaw=rng.uniform(-0.1, 0.1),
+        **_placement(rng, 0.05, 0.1),
         body_color=_hsv(rng.uniform(0.5, 0.7), rng.uniform(0.4, 0.8), rng.uniform(0.5, 0.9)),
         handle_color=_hsv(rng.uniform(0.0, 0.12), rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.95)),
     )
@@ -209,4 +208,222 @@ def build_bucket(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> Articula
     )
 
 
-BUILDERS = {"bucket": (bucket_params, build_bucket)}
+def _finish(ab, name, root, *, fix_root, q_start, q_goal, grip_local, params) -> ArticulatedObject:
+    ab.set_initial_pose(root)
+    art = ab.build(fix_root_link=fix_root)
+    art.name = name
+    art.set_root_pose(root)
+    art.set_qpos(np.array([q_start], np.float32))
+    art.set_qvel(np.zeros(1, np.float32))
+    return ArticulatedObject(
+        name=name,
+        articulation=art,
+        base=art.links[0],
+        part=art.links[1],
+        joint=art.active_joints[0],
+        q_start=q_start,
+        q_goal=q_goal,
+        grip_local=grip_local,
+        root_pose=root,
+        params=dict(params),
+    )
+
+
+def _placement(rng: np.random.Generator, r: float = 0.05, yaw_range: float = 0.1) -> dict:
+    """DexArt: annotated position + rand(3) * rand_pos (bucket 0.05, faucet/laptop 0.1, toilet 0.2)
+    and a random yaw (laptop 60 deg, faucet 90, toilet 45); here x in [0, r], y in [-r/2, r/2]
+    and a smaller yaw, so that scripted experts keep working."""
+    return dict(pos=(rng.uniform(0.0, r), rng.uniform(-r / 2, r / 2)), yaw=rng.uniform(-yaw_range, yaw_range))
+
+
+def _root(p: dict, center, z: float = 0.0) -> sapien.Pose:
+    return sapien.Pose((center[0] + p["pos"][0], center[1] + p["pos"][1], z), quat_about((0, 0, 1), p["yaw"]))
+
+
+# ---------------------------------------------------------------------- faucet
+
+
+def faucet_params(rng: np.random.Generator) -> dict:
+    return dict(
+        col_radius=rng.uniform(0.022, 0.035),
+        col_height=rng.uniform(0.16, 0.26),
+        spout_len=rng.uniform(0.08, 0.14),
+        lever_len=rng.uniform(0.08, 0.13),
+        lever_radius=rng.uniform(0.009, 0.013),
+        hub_radius=rng.uniform(0.025, 0.035),
+        joint_damping=rng.uniform(0.05, 0.2),
+        body_color=_hsv(0.0, 0.0, rng.uniform(0.55, 0.85)),
+        handle_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.5, 0.8), rng.uniform(0.6, 0.9)),
+        **_placement(rng, 0.1, 0.3),
+    )
+
+
+def build_faucet(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> ArticulatedObject:
+    """A fixed faucet column with a spout toward the robot and a lever handle on top.
+
+    The handle turns about the vertical axis; 0 = lever pointing at the robot (-x),
+    positive = counter-clockwise seen from above. DexArt success: angle > 1.5 rad.
+    """
+    mat = scene.create_physical_material(1.0, 1.0, 0.1)
+    ab = scene.create_articulation_builder()
+    body = ab.create_link_builder()
+    body.set_name("faucet_base")
+    rc, hc = p["col_radius"], p["col_height"]
+    bs = _Shapes(body, mat, 2000.0, p["body_color"], visual)
+    bs.box((0, 0, 0.01), (0.07, 0.07, 0.01))
+    bs.cylinder((0, 0, hc / 2), rc, hc / 2, Q_X_TO_Z)
+    sl = p["spout_len"]
+    bs.box((-sl / 2, 0, 0.7 * hc), (sl / 2, 0.015, 0.012))
+    bs.box((-sl + 0.01, 0, 0.7 * hc - 0.025), (0.012, 0.012, 0.025))
+
+    handle = ab.create_link_builder(body)
+    handle.set_name("faucet_handle")
+    handle.set_joint_name("handle_joint")
+    handle.set_joint_properties(
+        "revolute_unwrapped",
+        [[-0.05, 1.8]],
+        sapien.Pose((0, 0, hc), Q_X_TO_Z),  # joint x axis = world z
+        sapien.Pose((0, 0, 0), Q_X_TO_Z),
+        0.0,
+        p["joint_damping"],
+    )
+    hs = _Shapes(handle, mat, 800.0, p["handle_color"], visual)
+    hs.cylinder((0, 0, 0.015), p["hub_radius"], 0.015, Q_X_TO_Z)
+    ll, lr = p["lever_len"], p["lever_radius"]
+    hs.capsule((-ll / 2 - 0.01, 0, 0.035), lr, ll / 2)  # capsule along x: the lever
+    return _finish(
+        ab,
+        "faucet",
+        _root(p, center),
+        fix_root=True,
+        q_start=0.0,
+        q_goal=1.5,
+        grip_local=sapien.Pose((-0.7 * ll - 0.01, 0, 0.035)),
+        params=p,
+    )
+
+
+# ---------------------------------------------------------------------- laptop
+
+
+def laptop_params(rng: np.random.Generator) -> dict:
+    return dict(
+        depth=rng.uniform(0.19, 0.25),
+        width=rng.uniform(0.27, 0.35),
+        base_thick=rng.uniform(0.015, 0.025),
+        lid_thick=rng.uniform(0.007, 0.012),
+        lid_open=rng.uniform(1.75, 2.05),  # 'middle': fully open
+        lid_start=rng.uniform(0.3, 0.5),  # resting ajar on its stop: fingers fit under the front edge
+        joint_damping=rng.uniform(0.02, 0.1),
+        body_color=_hsv(rng.uniform(0.55, 0.65), rng.uniform(0.0, 0.2), rng.uniform(0.25, 0.6)),
+        lid_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.2, 0.5), rng.uniform(0.55, 0.85)),
+        **_placement(rng, 0.1, 0.3),
+    )
+
+
+def build_laptop(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> ArticulatedObject:
+    """A laptop: fixed base on the table, lid hinged at its back edge (+x).
+
+    0 would be closed on the base; positive lifts the front edge. The lid rests ajar on a
+    stop at `lid_start` (its lower limit), so that fingers fit under the front edge
+    (DexArt success: progress > 0.95 plus contact).
+    """
+    mat = scene.create_physical_material(1.0, 1.0, 0.1)
+    ab = scene.create_articulation_builder()
+    d, w, bt, lt = p["depth"], p["width"], p["base_thick"], p["lid_thick"]
+    body = ab.create_link_builder()
+    body.set_name("laptop_base")
+    _Shapes(body, mat, 1000.0, p["body_color"], visual).box((0, 0, bt / 2), (d / 2, w / 2, bt / 2))
+    lid = ab.create_link_builder(body)
+    lid.set_name("laptop_lid")
+    lid.set_joint_name("lid_joint")
+    lid.set_joint_properties(
+        "revolute_unwrapped",
+        [[p["lid_start"], p["lid_open"]]],  # the lower limit is the stop the lid rests on
+        sapien.Pose((d / 2, 0, bt), Q_X_TO_Y),  # hinge along the back edge (y)
+        sapien.Pose((0, 0, 0), Q_X_TO_Y),
+        0.0,
+        p["joint_damping"],
+    )
+    _Shapes(lid, mat, 600.0, p["lid_color"], visual).box((-d / 2, 0, lt / 2 + 0.001), (d / 2, w / 2, lt / 2))
+    return _finish(
+        ab,
+        "laptop",
+        _root(p, center),
+        fix_root=True,
+        q_start=p["lid_start"],
+        q_goal=p["lid_open"],
+        grip_local=sapien.Pose((-d + 0.01, 0, lt + 0.001)),  # middle of the lid's front edge
+        params=p,
+    )
+
+
+# ---------------------------------------------------------------------- toilet
+
+
+def toilet_params(rng: np.random.Generator) -> dict:
+    return dict(
+        bowl_depth=rng.uniform(0.26, 0.32),
+        bowl_width=rng.uniform(0.22, 0.28),
+        bowl_height=rng.uniform(0.20, 0.26),
+        tank_depth=rng.uniform(0.08, 0.12),
+        tank_height=rng.uniform(0.14, 0.20),
+        lid_thick=rng.uniform(0.015, 0.025),
+        lid_open=rng.uniform(1.5, 1.7),  # leaning back toward the tank
+        lid_start=rng.uniform(0.08, 0.2),  # resting ajar on its stop (lower limit)
+        joint_damping=rng.uniform(0.05, 0.2),
+        body_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.08), rng.uniform(0.8, 0.95)),
+        lid_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.1, 0.4), rng.uniform(0.6, 0.9)),
+        **_placement(rng, 0.1, 0.25),
+    )
+
+
+def build_toilet(scene, p: dict, *, visual: bool, center=(0.05, 0.0)) -> ArticulatedObject:
+    """A toilet: fixed bowl block with a tank at the back (+x) and a lid hinged in front of it.
+
+    0 would be closed on the bowl; positive opens it toward the tank. The lid rests
+    slightly ajar on a stop at `lid_start` (its lower limit) and overhangs the bowl's front
+    by 3 cm. Progress = (q - lid_start) / (lid_open - lid_start) (DexArt success: > 0.95,
+    palm within 0.1 m, >= 2 fingers).
+    """
+    mat = scene.create_physical_material(1.0, 1.0, 0.1)
+    ab = scene.create_articulation_builder()
+    bd, bw, bh = p["bowl_depth"], p["bowl_width"], p["bowl_height"]
+    td, th, lt = p["tank_depth"], p["tank_height"], p["lid_thick"]
+    body = ab.create_link_builder()
+    body.set_name("toilet_base")
+    bs = _Shapes(body, mat, 500.0, p["body_color"], visual)
+    bs.box((0, 0, bh / 2), (bd / 2, bw / 2, bh / 2))  # bowl
+    bs.box((bd / 2 + td / 2 - 0.02, 0, (bh + th) / 2), (td / 2, bw / 2 + 0.02, (bh + th) / 2))  # tank
+    lid = ab.create_link_builder(body)
+    lid.set_name("toilet_lid")
+    lid.set_joint_name("lid_joint")
+    hinge_x = bd / 2 - 0.02 - 0.015
+    lid.set_joint_properties(
+        "revolute_unwrapped",
+        [[p["lid_start"], p["lid_open"]]],
+        sapien.Pose((hinge_x, 0, bh), Q_X_TO_Y),
+        sapien.Pose((0, 0, 0), Q_X_TO_Y),
+        0.0,
+        p["joint_damping"],
+    )
+    ld = hinge_x + bd / 2 + 0.03  # lid overhangs the bowl's front by 3 cm
+    _Shapes(lid, mat, 500.0, p["lid_color"], visual).box((-ld / 2, 0, lt / 2 + 0.001), (ld / 2, bw / 2 - 0.01, lt / 2))
+    return _finish(
+        ab,
+        "toilet",
+        _root(p, center),
+        fix_root=True,
+        q_start=p["lid_start"],
+        q_goal=p["lid_open"],
+        grip_local=sapien.Pose((-ld + 0.01, 0, lt + 0.001)),
+        params=p,
+    )
+
+
+BUILDERS = {
+    "bucket": (bucket_params, build_bucket),
+    "faucet": (faucet_params, build_faucet),
+    "laptop": (laptop_params, build_laptop),
+    "toilet": (toilet_params, build_toilet),
+}
