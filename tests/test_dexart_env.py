@@ -294,3 +294,101 @@ def test_other_tasks_render_object(rendered, task):
     u, v, _ = _project(env, env.obj.grip_pose().p)
     assert 0 <= u < 128 and 0 <= v < 128
     env.close()
+
+
+# ------------------------------------------------------- DexArt's PartNet assets (synthetic)
+
+_SYN_URDF = """<?xml version="1.0"?>
+<robot name="bucket">
+  <link name="base"/>
+  <joint name="joint_1" type="fixed"><parent link="base"/><child link="link_1"/><origin xyz="0 0 0"/></joint>
+  <link name="link_1">
+    <visual><origin xyz="0 0 -0.9"/><geometry><box size="1.6 1.6 0.2"/></geometry></visual>
+    <collision><origin xyz="0 0 -0.9"/><geometry><box size="1.6 1.6 0.2"/></geometry></collision>
+    {walls}
+  </link>
+  <joint name="joint_0" type="revolute">
+    <parent link="link_1"/><child link="link_0"/><origin xyz="0 0 0.9"/><axis xyz="0 1 0"/>
+    <limit lower="-1.6" upper="1.6"/>
+  </joint>
+  <link name="link_0">
+    <visual><origin xyz="0 0 0.5"/><geometry><box size="0.1 1.9 0.1"/></geometry></visual>
+    <collision><origin xyz="0 0 0.5"/><geometry><box size="0.1 1.9 0.1"/></geometry></collision>
+  </link>
+</robot>
+"""
+
+
+def _synthetic_assets(root, ids=(100431, 100468)):
+    """DexArt's asset layout in miniature: unit-scale URDFs (scaled by bucket_scale.json)."""
+    walls = "".join(
+        f'<visual><origin xyz="{x} {y} 0"/><geometry><box size="{sx} {sy} 1.8"/></geometry></visual>'
+        f'<collision><origin xyz="{x} {y} 0"/><geometry><box size="{sx} {sy} 1.8"/></geometry></collision>'
+        for x, y, sx, sy in [(0.75, 0, 0.1, 1.6), (-0.75, 0, 0.1, 1.6), (0, 0.75, 1.6, 0.1), (0, -0.75, 1.6, 0.1)]
+    )
+    for i in ids:
+        d = root / "sapien" / f"{i}_thick_handle"
+        d.mkdir(parents=True)
+        (d / "mobility.urdf").write_text(_SYN_URDF.format(walls=walls))
+        (d / "mobility_v2.json").write_text(
+            '[{"id": 0, "joint": "free", "name": "handle_dof"}, {"id": 1, "joint": "hinge", "name": "handle"}]'
+        )
+    (root / "annotation").mkdir()
+    (root / "annotation" / "bucket_scale.json").write_text(
+        "{" + ", ".join(f'"{i}": 0.1' for i in ids) + "}"
+    )
+    (root / "annotation" / "bucket_joint_annotation.json").write_text(
+        "{" + ", ".join(f'"{i}": {{"left": -1.4, "middle": 0.0, "min": -1.5, "max": 1.5}}' for i in ids) + "}"
+    )
+    return root
+
+
+def test_assets_dir_loads_partnet_layout(tmp_path):
+    root = _synthetic_assets(tmp_path / "assets")
+    env = DexArtEnv("bucket", render=False, assets_dir=str(root), instances=[100468])
+    env.reset(0)
+    obj = env.obj
+    assert obj.params["instance"] == 100468 and obj.base.name == "link_1" and obj.part.name == "link_0"
+    assert obj.joint_angle() == pytest.approx(-1.4, abs=1e-6) and obj.progress() == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(obj.joint.limit[0], [-1.5, 1.5], atol=1e-6)
+    lo = min(l.compute_global_aabb_tight()[0, 2] for l in obj.articulation.links if l.collision_shapes)
+    assert abs(lo) < 1e-3  # standing on the table
+    # DexArt's handle point: top of the handle bar (handle at 'middle' when computed).
+    art = obj.articulation
+    art.set_qpos(np.array([0.0], np.float32))
+    assert obj.grip_pose().p[2] == pytest.approx(obj.base.entity_pose.p[2] + 0.1 * (0.9 + 0.55), abs=2e-3)
+    hold = env.initial_qpos()
+    art.set_qpos(np.array([-1.4], np.float32))
+    for _ in range(5):
+        env.step(hold)
+    assert env.obj.progress() < 0.1 and not env.success()
+    root_pose = art.get_root_pose()
+    art.set_qpos(np.array([-0.2], np.float32))
+    art.set_root_pose(sapien.Pose(root_pose.p + np.array([0, 0, 0.3]), root_pose.q))
+    assert env.success()
+    assert env.object_poses().shape == (2, 7)
+    env.close()
+
+
+def test_assets_dir_errors(tmp_path):
+    root = _synthetic_assets(tmp_path / "assets")
+    with pytest.raises(ValueError, match=r"unknown bucket object ids \[123\]"):
+        DexArtEnv("bucket", render=False, assets_dir=str(root), instances=[123])
+    with pytest.raises(FileNotFoundError, match="100435_thick_handle/mobility.urdf"):
+        DexArtEnv("bucket", render=False, assets_dir=str(root), instances="seen")  # only 2 ids exist
+    (root / "annotation" / "bucket_scale.json").unlink()
+    with pytest.raises(FileNotFoundError, match="bucket_scale.json"):
+        DexArtEnv("bucket", render=False, assets_dir=str(root), instances=[100431])
+    with pytest.raises(NotImplementedError, match="bucket only"):
+        DexArtEnv("laptop", render=False, assets_dir=str(root))
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        DexArtEnv("bucket", render=False, assets_dir=str(tmp_path / "nope"))
+
+
+def test_assets_dir_rendered_segmentation(rendered, tmp_path):
+    root = _synthetic_assets(tmp_path / "assets")
+    env = DexArtEnv("bucket", camera=CameraSpec(width=128, height=128), assets_dir=str(root), instances=[100431])
+    obs = env.reset(0)
+    base, part = env.object_seg_ids
+    assert (obs.seg == base).sum() > 50 and (obs.seg == part).sum() > 5
+    env.close()

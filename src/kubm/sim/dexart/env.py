@@ -82,6 +82,10 @@ def _pose_from_matrix(rot: np.ndarray, pos) -> "sapien.Pose":
 class DexArtEnv:
     """One DexArt task as a `ManipulationEnv`.
 
+    `assets_dir` (bucket only) loads DexArt's PartNet-Mobility instances from its asset
+    download instead of the procedural objects (`assets.py`); `instances` picks 'seen'
+    (train), 'unseen' (test), 'all' or a list of ids.
+
     Beyond the protocol, experts may use `robot` (the SAPIEN articulation), `obj`
     (`objects.ArticulatedObject`: base/part links, joint, grip pose, progress),
     `palm_pose()`, `qpos_full()` and `scene`.
@@ -97,12 +101,22 @@ class DexArtEnv:
         horizon: int | None = None,
         render: bool = True,
         assets_dir: str | None = None,
+        instances=None,
         frame_skip: int = FRAME_SKIP,
     ):
         if task not in T.TASKS:
             raise ValueError(f"unknown dexart task {task!r}; allowed: {', '.join(T.TASKS)}")
+        self._assets = None
         if assets_dir is not None:
-            raise NotImplementedError("dexart assets_dir (PartNet-Mobility objects) is not supported yet")
+            from kubm.sim.dexart import assets as A
+
+            if task not in A.SUPPORTED:
+                raise NotImplementedError(
+                    f"dexart assets_dir (PartNet-Mobility objects) supports {', '.join(A.SUPPORTED)} only, not {task!r}"
+                )
+            self._assets = A.BucketAssets(assets_dir, instances)  # names any missing file
+        elif instances is not None:
+            raise ValueError("instances selects PartNet-Mobility objects and needs assets_dir")
         self.task = task
         self.spec = T.SPECS[task]
         self.horizon = int(horizon or DEFAULT_HORIZON)
@@ -232,8 +246,11 @@ class DexArtEnv:
         ids = [(0, self._ground.per_scene_id)]
         ids += [(i + 1, l.entity.per_scene_id) for i, l in enumerate(self._robot_links)]
         ids.append((self.seg_names.index("pedestal"), self._pedestal.per_scene_id))
-        for name, sid in zip(T.OBJECT_LINKS[self.task], self.object_seg_ids):
-            ids.append((sid, self.obj.link(name).entity.per_scene_id))
+        base_id, part_id = self.object_seg_ids
+        part = self.obj.part.entity.per_scene_id
+        for link in self.obj.articulation.links:  # every non-part link counts as the base
+            sid = link.entity.per_scene_id
+            ids.append((part_id if sid == part else base_id, sid))
         lut = np.zeros(max(s for _, s in ids) + 1, np.uint8)
         for compact, sid in ids:
             lut[sid] = compact
@@ -250,7 +267,10 @@ class DexArtEnv:
         rng = np.random.default_rng(self._seed)
         if self.obj is not None:
             self.scene.remove_articulation(self.obj.articulation)
-        self.obj = T.build_object(self.task, self.scene, rng, visual=self.render_enabled)
+        if self._assets is not None:
+            self.obj = self._assets.build(self.scene, rng, visual=self.render_enabled)
+        else:
+            self.obj = T.build_object(self.task, self.scene, rng, visual=self.render_enabled)
         q0 = self.initial_qpos()
         full = np.zeros(self.action_dim, np.float32)
         full[self._perm] = q0

@@ -59,15 +59,18 @@ class ArticulatedObject:
     root_pose: sapien.Pose  # world pose of the object frame at reset
     params: dict = field(default_factory=dict)
     init_base_pose: sapien.Pose | None = None  # base pose at reset (set by the env)
+    link_names: dict = field(default_factory=dict)  # task link name -> articulation link name
+    joint_index: int = 0  # the part's index in the articulation's qpos
 
     def link(self, name: str):
+        name = self.link_names.get(name, name)
         for link in self.articulation.links:
             if link.name == name:
                 return link
         raise KeyError(f"{self.name} has no link {name!r}")
 
     def joint_angle(self) -> float:
-        return float(self.articulation.get_qpos()[0])
+        return float(self.articulation.get_qpos()[self.joint_index])
 
     def progress(self) -> float:
         """DexArt's progress: 1 - |q - middle| / |left - middle| (1 = fully raised/open)."""
