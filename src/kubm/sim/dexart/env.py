@@ -131,6 +131,7 @@ class DexArtEnv:
             _configure_renderer()
         self.scene = None
         self.obj = None
+        self._pin = None  # pinocchio model of the robot, built on first use
         self._t = 0
         self._seed = None
         # Compact segmentation ids: 0 = background (table/ground, sky), then robot
@@ -349,6 +350,38 @@ class DexArtEnv:
             if k is not None:
                 impulse[k] += sum(float(np.linalg.norm(pt.impulse)) for pt in c.points)
         return impulse > T.IMPULSE_THRESHOLD
+
+    # ------------------------------------------------------------- kinematics
+    def palm_jacobian(self, q: np.ndarray | None = None) -> np.ndarray:
+        """(6, 22) world-frame Jacobian of the palm-centre origin: rows (v, w), columns in
+        action order. `q` (action order) defaults to the current joint positions."""
+        if self._pin is None:
+            self._pin = self.robot.create_pinocchio_model()
+        q = self.qpos_full() if q is None else np.asarray(q, np.float64)
+        full = np.zeros(self.action_dim)
+        full[self._perm] = q
+        j_local = self._pin.compute_single_link_local_jacobian(full, self._palm.index)
+        self._pin.compute_forward_kinematics(full)
+        rot = self._pin.get_link_pose(self._palm.index).to_transformation_matrix()[:3, :3]
+        rot = self.robot.root.entity_pose.to_transformation_matrix()[:3, :3] @ rot  # root -> world
+        j = np.zeros((6, self.action_dim))
+        j[:3] = rot @ j_local[:3]
+        j[3:] = rot @ j_local[3:]
+        return j[:, self._perm]
+
+    def arm_targets_for_twist(self, twist: np.ndarray, q: np.ndarray | None = None, damping: float = 0.01) -> np.ndarray:
+        """Arm joint targets that move the palm centre by `twist` (world v, w; m/s, rad/s)
+        over one control step: damped least squares on the arm columns of the palm
+        Jacobian (DexArt's end-effector action, turned into K-UBM's joint targets).
+
+        `q` (action order) is where to start from. DexArt's arm drives (2e5, 4e4) have a
+        0.2 s time constant, so the arm lags its targets: to track a velocity, pass the
+        previous step's targets, not the measured joint positions (the default)."""
+        q = self.qpos_full() if q is None else np.asarray(q, np.float64)
+        j = self.palm_jacobian(q)[:, : R.ARM_DOF]
+        dx = np.asarray(twist, np.float64) / self.fps
+        dq = j.T @ np.linalg.solve(j @ j.T + damping**2 * np.eye(6), dx)
+        return np.clip(q[: R.ARM_DOF] + dq, self._limits[: R.ARM_DOF, 0], self._limits[: R.ARM_DOF, 1])
 
     def object_poses(self) -> np.ndarray:
         """World pose (x, y, z, qw, qx, qy, qz) of each body in object_seg_ids, float32 (B, 7)."""
