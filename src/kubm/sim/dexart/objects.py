@@ -137,7 +137,7 @@ def bucket_params(rng: np.random.Generator) -> dict:
     )
 
 
-def build_bucket(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> ArticulatedObject:
+def build_bucket(scene, p: dict, *, visual: bool, center=(0.1, 0.0)) -> ArticulatedObject:
     """A free-standing polygonal bucket with a bail handle on a revolute joint.
 
     The handle pivots about the bucket's y axis at the rim; its bar is parallel to y.
@@ -261,7 +261,7 @@ def faucet_params(rng: np.random.Generator) -> dict:
     )
 
 
-def build_faucet(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> ArticulatedObject:
+def build_faucet(scene, p: dict, *, visual: bool, center=(0.05, 0.0)) -> ArticulatedObject:
     """A fixed faucet column with a spout toward the robot and a lever handle on top.
 
     The handle turns about the vertical axis; 0 = lever pointing at the robot (-x),
@@ -324,7 +324,7 @@ def laptop_params(rng: np.random.Generator) -> dict:
     )
 
 
-def build_laptop(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> ArticulatedObject:
+def build_laptop(scene, p: dict, *, visual: bool, center=(0.08, 0.0)) -> ArticulatedObject:
     """A laptop: fixed base on the table, lid hinged at its back edge (+x).
 
     0 would be closed on the base; positive lifts the front edge. The lid rests ajar on a
@@ -381,7 +381,7 @@ def toilet_params(rng: np.random.Generator) -> dict:
     )
 
 
-def build_toilet(scene, p: dict, *, visual: bool, center=(0.05, 0.0)) -> ArticulatedObject:
+def build_toilet(scene, p: dict, *, visual: bool, center=(0.12, 0.0)) -> ArticulatedObject:
     """A toilet: fixed bowl block with a tank at the back (+x) and a lid hinged in front of it.
 
     0 would be closed on the bowl; positive opens it toward the tank. The lid rests

@@ -29,12 +29,12 @@ OBJECT_LINKS: dict[str, list[str]] = {
 }
 
 # Free cameras that keep hand and object in view over an episode at 128x128.
-_CAM = dict(position=(0.4, -0.62, 0.6), fovy_deg=55.0)
+_CAM = dict(position=(0.5, -0.62, 0.62), fovy_deg=55.0)
 DEFAULT_CAMERAS: dict[str, dict] = {
-    "bucket": dict(_CAM, lookat=(-0.08, 0.0, 0.3)),
-    "faucet": dict(_CAM, lookat=(-0.08, 0.0, 0.22)),
-    "laptop": dict(_CAM, lookat=(-0.08, 0.0, 0.18)),
-    "toilet": dict(_CAM, lookat=(0.0, 0.0, 0.25)),
+    "bucket": dict(_CAM, lookat=(0.0, 0.0, 0.3)),
+    "faucet": dict(_CAM, lookat=(-0.05, 0.0, 0.22)),
+    "laptop": dict(_CAM, lookat=(-0.04, 0.0, 0.18)),
+    "toilet": dict(_CAM, lookat=(0.05, 0.0, 0.25)),
 }
 
 # Layout of object_state() (same for every task): (name, width) in order.
