@@ -444,3 +444,21 @@ def test_palm_jacobian_and_twist_targets(phys):
         env.step(target)
     moved = env.palm_pose().p - p0
     assert moved[2] == pytest.approx(-0.1, abs=0.01) and abs(moved[0]) < 0.01 and abs(moved[1]) < 0.01
+
+
+def test_bucket_expert_succeeds_on_fixed_seed(phys):
+    from kubm.sim.dexart.experts import DexArtBucketExpert
+
+    env = phys
+    expert = DexArtBucketExpert()
+    env.reset(1)
+    expert.reset(env, 1)
+    phases = []
+    for _ in range(env.horizon):
+        env.step(expert.act(env))
+        if not phases or phases[-1] != expert.phase:
+            phases.append(expert.phase)
+    assert phases == ["reach", "descend", "close", "raise", "lift"]
+    assert env.success()
+    with pytest.raises(ValueError, match="unknown dexart_bucket params"):
+        DexArtBucketExpert({"speed": 1})
