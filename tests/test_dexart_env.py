@@ -458,7 +458,7 @@ def test_bucket_expert_succeeds_on_fixed_seed(phys):
         env.step(expert.act(env))
         if not phases or phases[-1] != expert.phase:
             phases.append(expert.phase)
-    assert phases == ["reach", "descend", "close", "raise", "lift"]
+    assert phases == ["reach", "descend", "close", "turn", "after"]  # after = lift and hold
     assert env.success()
     with pytest.raises(ValueError, match="unknown dexart_bucket params"):
         DexArtBucketExpert({"speed": 1})

@@ -1,4 +1,5 @@
-"""Scripted privileged-state experts for the DexArt tasks (bucket so far).
+"""Scripted privileged-state experts for the DexArt tasks (bucket so far; `_GraspAndTurnExpert`
+is the shared reach / grasp / turn-the-part-about-its-joint machinery for the others).
 
 They follow `kubm.experts.base.Expert` (`name`, `reset(env, seed)`, `act(env)`) and
 drive the arm by Jacobian control of the palm centre (`DexArtEnv.arm_targets_for_twist`):
@@ -43,35 +44,51 @@ def hand_pose(env, amount: float) -> np.ndarray:
     return np.clip(q, lim[:, 0], lim[:, 1])
 
 
-class DexArtBucketExpert:
-    """Grasp the lowered bail from above, swing it upright about its pivots, lift.
+def _palm_rotation(normal, fingers) -> np.ndarray:
+    """Palm-centre frame with the given palm normal (x) and finger direction (z)."""
+    x = np.asarray(normal, float) / np.linalg.norm(normal)
+    z = np.asarray(fingers, float)
+    z = z - (z @ x) * x
+    z /= np.linalg.norm(z)
+    return np.stack([x, np.cross(z, x), z], axis=1)
 
-    Phases: reach (hover above the bar) -> descend (bar under the proximal finger
-    segments) -> close (until the fingers are flexed `min_flex`) -> raise (carry the
-    grasp along the handle's arc, the desired angle advancing `raise_rate` per step,
-    until progress > `raise_until`) -> lift (straight up until the base is `lift_to` m
-    above its start, then hold).
+
+def _about_axis(axis_frame: np.ndarray, angle: float) -> np.ndarray:
+    """4x4 rotation by `angle` about the x axis of `axis_frame` (a joint frame, world)."""
+    rot = np.eye(4)
+    c, s = np.cos(angle), np.sin(angle)
+    rot[1:3, 1:3] = [[c, -s], [s, c]]
+    return axis_frame @ rot @ np.linalg.inv(axis_frame)
+
+
+class _GraspAndTurnExpert:
+    """Shared machinery: reach -> descend -> close -> turn the part about its joint.
+
+    Subclasses give the grasp pose (`_grasp`: palm position and rotation) and what
+    happens after the turn (`_after_turn`). While turning, the palm keeps the pose it
+    had in the part's frame when the grasp closed, and the desired joint angle advances
+    `turn_rate` per step toward `turn_to` (a task-specific angle).
     """
 
-    name = "dexart_bucket"
+    name = "dexart"
+    DEFAULTS: dict = {}
 
     def __init__(self, params: dict | None = None):
         p = dict(
             hover=0.07,  # m above the grasp pose while reaching
-            grasp_dx=-0.07,  # palm centre behind the bar (fingers point +x)
-            grasp_dz=0.02,  # palm centre above the bar's centre
             close=1.6,  # finger flexion of the grasp (rad)
-            min_flex=0.3,  # closing ends once the fingers are this flexed around the bar
+            min_flex=0.3,  # closing ends once the fingers are this flexed around the part ...
             stall_vel=100.0,  # ... and move slower than this (mean |rad/s|; off by default)
-            raise_rate=0.04,  # raise: desired handle angle advance per step (rad)
-            raise_until=0.9,
-            lift_to=0.32,
+            turn_rate=0.04,  # desired joint angle advance per step (rad)
+            max_lead=0.3,  # ... leading the part's actual angle by at most this (rad)
+            regrasp_dist=0.06,  # m: palm this far from its grasp on the part -> reach again
             vmax=0.25,  # m/s
             kp=3.0,
             kr=3.0,
             tol_reach=0.015,
             tol_descend=0.01,
         )
+        p.update(self.DEFAULTS)
         unknown = set(params or {}) - set(p)
         if unknown:
             raise ValueError(f"unknown {self.name} params {sorted(unknown)}; allowed: {sorted(p)}")
@@ -81,72 +98,123 @@ class DexArtBucketExpert:
     def reset(self, env, seed: int) -> None:
         self.phase = "reach"
         self.target = env.qpos_full().copy()
-        self.r_down = _mat(env.palm_pose())[:3, :3]  # palm down, fingers forward (reset pose)
         self.grasp_rel = None
         self.phi = None
-        self.r_lift = None
+        self.r_hold = None
 
     def _flexion(self, env) -> float:
         q = env.qpos_full()[R.ARM_DOF :]
         return float(np.mean([q[4 * f + 1] for f in range(3)]))
 
+    def _grasp(self, env) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _turn_to(self, env) -> float:
+        return env.obj.q_goal
+
+    def _turn_done(self, env) -> bool:
+        return False
+
+    def _after_turn(self, env, palm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._turn_goal(env, palm)
+
+    def _turn_goal(self, env, palm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        obj = env.obj
+        part = _mat(obj.part.entity_pose)
+        if self.grasp_rel is None:  # palm pose in the part's frame, fixed when the grasp closed
+            self.grasp_rel = np.linalg.inv(part) @ palm
+            self.phi = obj.joint_angle()
+        goal_angle = self._turn_to(env)
+        step = np.clip(goal_angle - self.phi, -self.p["turn_rate"], self.p["turn_rate"])
+        angle = obj.joint_angle()  # the desired angle leads the part by at most max_lead
+        self.phi = float(np.clip(self.phi + step, angle - self.p["max_lead"], angle + self.p["max_lead"]))
+        joint = _mat(obj.joint.get_global_pose())  # x axis = joint axis
+        desired = _about_axis(joint, self.phi - obj.joint_angle()) @ part @ self.grasp_rel
+        return desired[:3, 3], desired[:3, :3]
+
+    def _grasp_lost(self, env, palm: np.ndarray) -> bool:
+        """The palm has left the pose it had on the part when the grasp closed."""
+        held = _mat(env.obj.part.entity_pose) @ self.grasp_rel
+        return bool(np.linalg.norm(held[:3, 3] - palm[:3, 3]) > self.p["regrasp_dist"])
+
     def act(self, env) -> np.ndarray:
         p = self.p
-        obj = env.obj
         palm = _mat(env.palm_pose())
         pos = palm[:3, 3]
-        bar = obj.grip_pose().p.astype(np.float64)
-        grasp = bar + np.array([p["grasp_dx"], 0.0, p["grasp_dz"]])
-        r_des, w_gain, hand = self.r_down, p["kr"], 0.0
+        if self.phase in ("turn", "after") and self.grasp_rel is not None and self._grasp_lost(env, palm):
+            self.phase, self.grasp_rel = "reach", None  # start over from the part's current pose
+        grasp_pos, grasp_rot = self._grasp(env)
+        r_des, hand = grasp_rot, 0.0
 
         if self.phase == "reach":
-            goal = grasp + np.array([0.0, 0.0, p["hover"]])
-            if np.linalg.norm(goal - pos) < p["tol_reach"]:
+            goal = grasp_pos + np.array([0.0, 0.0, p["hover"]])
+            if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_des @ palm[:3, :3].T)) < 0.1:
                 self.phase = "descend"
         if self.phase == "descend":
-            goal = grasp
+            goal = grasp_pos
             if np.linalg.norm(goal - pos) < p["tol_descend"]:
                 self.phase = "close"
         if self.phase == "close":
-            goal = grasp
-            flex = self._flexion(env)
+            goal = grasp_pos
             hand = p["close"]
             qvel = np.asarray(env.robot.get_qvel())[env._perm][R.ARM_DOF :]
             flex_vel = np.abs([qvel[4 * f + k] for f in range(3) for k in (1, 2, 3)]).mean()
-            if flex > p["min_flex"] and flex_vel < p["stall_vel"]:  # fingers closed as far as they go
-                self.phase = "raise"
-        if self.phase in ("raise", "lift"):
+            if self._flexion(env) > p["min_flex"] and flex_vel < p["stall_vel"]:
+                self.phase = "turn"
+        if self.phase in ("turn", "after"):
             hand = p["close"]  # full flexion target: the finger torque limit sets the grip
-        if self.phase == "raise":
-            if self.grasp_rel is None:  # palm pose in the handle's frame, fixed at the grasp
-                self.grasp_rel = np.linalg.inv(_mat(obj.part.entity_pose)) @ palm
-                self.phi = obj.joint_angle()
-            # Desired handle angle advances along the arc; the palm keeps its grasp on it.
-            self.phi = min(self.phi + p["raise_rate"], max(obj.q_goal, self.phi))
-            joint = _mat(obj.joint.get_global_pose())  # x axis = hinge axis
-            d = self.phi - obj.joint_angle()
-            rot = np.eye(4)
-            rot[1:3, 1:3] = [[np.cos(d), -np.sin(d)], [np.sin(d), np.cos(d)]]
-            desired = joint @ rot @ np.linalg.inv(joint) @ _mat(obj.part.entity_pose) @ self.grasp_rel
-            goal, r_des = desired[:3, 3], desired[:3, :3]
-            if obj.progress() > p["raise_until"]:
-                self.phase = "lift"
-                self.r_lift = palm[:3, :3]
-        if self.phase == "lift":
-            lift = float(obj.base.entity_pose.p[2] - obj.init_base_pose.p[2])
-            goal = pos + np.array([0.0, 0.0, np.clip(p["lift_to"] - lift, -0.05, 0.06)])
-            r_des = self.r_lift  # keep the orientation the raise ended with
+        if self.phase == "turn":
+            goal, r_des = self._turn_goal(env, palm)
+            if self._turn_done(env):
+                self.phase = "after"
+                self.r_hold = palm[:3, :3]
+        if self.phase == "after":
+            goal, r_des = self._after_turn(env, palm)
 
         v = p["kp"] * (goal - pos)
         n = np.linalg.norm(v)
         if n > p["vmax"]:
             v *= p["vmax"] / n
-        w = w_gain * _rotvec(r_des @ palm[:3, :3].T)
+        w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
         arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
         q_arm = env.qpos_full()[: R.ARM_DOF]
         self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)  # no wind-up when blocked
         self.target[R.ARM_DOF :] = hand_pose(env, hand)
         return self.target.copy()
+
+
+class DexArtBucketExpert(_GraspAndTurnExpert):
+    """Grasp the lowered bail from above, swing it upright about its pivots, lift.
+
+    Phases: reach (hover above the bar) -> descend (bar under the proximal finger
+    segments) -> close (until the fingers are flexed `min_flex`) -> turn (carry the
+    grasp along the handle's arc until progress > `raise_until`) -> after: lift
+    straight up until the base is `lift_to` m above its start, then hold.
+    """
+
+    name = "dexart_bucket"
+    DEFAULTS = dict(
+        grasp_dx=-0.07,  # palm centre behind the bar (fingers point +x)
+        grasp_dz=0.02,  # palm centre above the bar's centre
+        raise_until=0.9,
+        lift_to=0.32,
+        max_lead=10.0,  # the bar rolls in the grip: no lead limit, no re-grasp
+        regrasp_dist=10.0,
+    )
+
+    def _grasp(self, env):
+        bar = env.obj.grip_pose().p.astype(np.float64)
+        pos = bar + np.array([self.p["grasp_dx"], 0.0, self.p["grasp_dz"]])
+        return pos, _palm_rotation([0, 0, -1], [1, 0, 0])  # palm down, fingers forward
+
+    def _turn_done(self, env) -> bool:
+        return env.obj.progress() > self.p["raise_until"]
+
+    def _after_turn(self, env, palm):
+        obj = env.obj
+        lift = float(obj.base.entity_pose.p[2] - obj.init_base_pose.p[2])
+        goal = palm[:3, 3] + np.array([0.0, 0.0, np.clip(self.p["lift_to"] - lift, -0.05, 0.06)])
+        return goal, self.r_hold  # keep the orientation the raise ended with
 
 
 EXPERTS = {"dexart_bucket": DexArtBucketExpert}
