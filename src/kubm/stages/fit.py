@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from kubm.policies.kubm import (
     train_kubm,
 )
 from kubm.provenance import git_revision, package_versions
+from kubm.storage.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -203,20 +203,8 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
         if ae_dir is None:
             raise FitError("fit needs the flow autoencoder (--ae) to calibrate the replanning threshold")
         ae = load_flow_ae(ae_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         summary = METHODS[method](task, config, int(seed), train_fs, test_fs, ae, tmp, progress)
-        old = out_dir.with_name(out_dir.name + ".old")
-        if out_dir.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["out"] = str(out_dir)
     return summary
 

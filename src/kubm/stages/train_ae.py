@@ -13,7 +13,6 @@ to ``<out>.partial`` and renamed at the end, so a diverged run leaves no model b
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from kubm.config import TaskConfig
+from kubm.storage.atomic import atomic_dir
 from kubm.features.flow_ae import FlowAE, FlowAEConfig, FlowAEError, FlowAutoencoder, sha256_file  # noqa: F401
 from kubm.provenance import git_revision, package_versions
 from kubm.storage.episode_store import EpisodeStore, StoreError
@@ -144,16 +144,6 @@ def _plot(curves: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, keeping the old ``out`` until the new one is in place."""
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def train_ae(task: TaskConfig, config: dict, train_tracks: Path, test_tracks: Path, out_dir: Path, *,
              threads: int = 1, progress: bool = True) -> dict:
     """Train the flow AE of ``task``; write out_dir; return the metrics (also metrics.json)."""
@@ -199,15 +189,9 @@ def train_ae(task: TaskConfig, config: dict, train_tracks: Path, test_tracks: Pa
         "recon_px": "per-point Euclidean distance in pixels between tracked and reconstructed points "
                     "(all points; visible_mean: visible points only)",
     }
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         ae.save(tmp)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "curves.json").write_text(json.dumps(curves))
         _plot(curves, tmp / "loss.png", f"flow AE {task.id} ({wall:.0f} s)")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metrics
