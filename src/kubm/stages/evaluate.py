@@ -216,6 +216,9 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
     settings = task.settings
     out = Path(out)
     root = out.parent
+    # eval.json owns videos/ and plots/; another document (e.g. eval_noreplan.json for the
+    # ablation) keeps its artifacts under its own name so neither overwrites the other.
+    art = Path(".") if out.stem == "eval" else Path(out.stem)
     models = [Path(m) for m in models]
     if not models:
         raise EvaluationError("no model directories given (--models)")
@@ -268,7 +271,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                                      f"d_q={feat.d_q}")
         perception = build_perception(task, config, env, n_points)
         for method in {x[0] for x in loaded}:  # videos of an earlier run would linger unlisted
-            for old in (root / "videos").glob(f"{method}_seed*_ep*.mp4"):
+            for old in (root / art / "videos").glob(f"{method}_seed*_ep*.mp4"):
                 old.unlink()
         for method, train_seed, m, policy in loaded:
             for j, seed in enumerate(seeds):
@@ -277,7 +280,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                                  horizon=horizon, replan=ecfg["replan"],
                                  min_replan_interval=ecfg["min_replan_interval"], record_video=record)
                 if record:
-                    rel = Path("videos") / f"{method}_seed{train_seed}_ep{seed}.mp4"
+                    rel = art / "videos" / f"{method}_seed{train_seed}_ep{seed}.mp4"
                     write_mp4(root / rel, ep.frames, fps=max(1.0, env.fps / 4))
                     videos.append(rel.as_posix())
                 ep.frames = None
@@ -294,7 +297,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
         mods = [(s, m, p) for mm, s, m, p in loaded if mm == method]
         threshold = getattr(mods[0][2], "replan_threshold_px", None)
         methods[method] = method_summary(res, replan_threshold_px=threshold, models=[str(m) for _, m, _ in mods])
-        rel = Path("plots") / f"{method}_flow_error.png"
+        rel = art / "plots" / f"{method}_flow_error.png"
         plot_flow_error(res, root / rel, method=method, threshold_px=threshold)
         plots.append(rel.as_posix())
 
