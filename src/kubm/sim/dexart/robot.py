@@ -53,8 +53,8 @@ PALM_CENTER_XYZ = (0.015, 0.0, -0.045)
 
 # Links used for contact checks (DexArt: finger links + palm).
 FINGERTIP_LINKS = ["link_15.0_tip", "link_3.0_tip", "link_7.0_tip", "link_11.0_tip"]  # thumb, index, middle, ring
-FINGER_LINKS = {
-    "thumb": ["link_12.0", "link_13.0", "link_14.0", "link_15.0", "link_15.0_tip"],
+FINGER_LINKS = {  # DexArt's `finger_contact_link_name` grouping (`finger_contact_ids`)
+    "thumb": ["link_14.0", "link_15.0", "link_15.0_tip"],
     "index": ["link_1.0", "link_2.0", "link_3.0", "link_3.0_tip"],
     "middle": ["link_5.0", "link_6.0", "link_7.0", "link_7.0_tip"],
     "ring": ["link_9.0", "link_10.0", "link_11.0", "link_11.0_tip"],
