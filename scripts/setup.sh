@@ -155,6 +155,9 @@ pip_step() {
     --no-deps --no-build-isolation "sam2==1.1.0"
   .venv/bin/python -m pip install --no-input -q -c constraints.txt \
     --no-deps --ignore-requires-python "napari-cotrack==0.1.7"
+  # DexArt robot assets only (Allegro URDF + meshes); mani_skill's Python code is never
+  # imported, and its declared deps (mplib, pytorch_kinematics, ...) are not needed.
+  .venv/bin/python -m pip install --no-input -q -c constraints.txt --no-deps "mani-skill==3.0.1"
   touch "$stamp"
 }
 
