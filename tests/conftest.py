@@ -28,12 +28,10 @@ def run(cmd: list[str], cwd: Path = ROOT, check: bool = True, env: dict | None =
     return proc
 
 
-@pytest.fixture
-def project_copy(tmp_path) -> Path:
-    """The tracked project files copied into tmp (no data/, models/, results/)."""
+def copy_project(dest: Path) -> Path:
+    """The project's tracked and unignored files copied to `dest` (no data/, models/, results/)."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    dest = tmp_path / "proj"
     for f in files:
         src = ROOT / f
         if src.is_symlink() or src.is_file():

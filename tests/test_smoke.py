@@ -31,22 +31,10 @@ def git(cwd, *args):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, request):
-    from conftest import ROOT
+def smoke_run(tmp_path_factory):
+    from conftest import copy_project
 
-    import shutil
-    import os
-
-    dest = tmp_path_factory.mktemp("smoke") / "proj"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        src = ROOT / f
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), dest / f)
-        elif src.is_file():
-            shutil.copy2(src, dest / f)
+    dest = copy_project(tmp_path_factory.mktemp("smoke") / "proj")
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "snapshot")
