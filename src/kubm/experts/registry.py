@@ -17,7 +17,13 @@ def _door(params):
     return AdroitDoorExpert(params)
 
 
-EXPERTS = {"adroit_relocate": _relocate, "adroit_door": _door}
+def _dexart_bucket(params):
+    from kubm.sim.dexart.experts import DexArtBucketExpert  # imports SAPIEN
+
+    return DexArtBucketExpert(params)
+
+
+EXPERTS = {"adroit_relocate": _relocate, "adroit_door": _door, "dexart_bucket": _dexart_bucket}
 
 
 def make_expert(name: str, params: dict | None = None) -> Expert:

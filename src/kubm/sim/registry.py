@@ -36,9 +36,13 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
         camera = _camera(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return AdroitEnv(task, camera=camera, render=render, **kwargs)
     if suite == "dexart":
-        # kubm.sim.dexart holds the SAPIEN env (tested on its own), but collect cannot use it
-        # yet: its physics depends on the episodes run before a reset (seed 100001 replays
-        # differently after seed 100000), so screened and rendered rollouts diverge.
-        raise NotImplementedError("the dexart suite is not wired into the pipeline yet (issue 5): "
-                                  "its env's reset is not history-independent, which collect requires")
+        from kubm.sim.dexart.tasks import TASKS as DEXART_TASKS
+
+        if task not in DEXART_TASKS:
+            raise ValueError(f"unknown dexart task {task!r}; allowed: {', '.join(DEXART_TASKS)}")
+        from kubm.sim.dexart.env import DexArtEnv  # imports SAPIEN
+
+        kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip", "assets_dir", "instances") if task_cfg.get(k) is not None}
+        camera = _camera(task_cfg.get("camera_spec") or task_cfg.get("camera"))
+        return DexArtEnv(task, camera=camera, render=render, **kwargs)
     raise ValueError(f"unknown suite {suite!r}; allowed: {', '.join(SUITES)}")

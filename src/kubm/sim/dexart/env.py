@@ -137,6 +137,7 @@ class DexArtEnv:
         # Compact segmentation ids: 0 = background (table/ground, sky), then robot
         # links, pedestal, object links. Fixed across resets.
         self._build_scene()
+        self._scene_used = False
         self.seg_names = ["background"] + [l.name for l in self._robot_links] + ["pedestal"] + T.OBJECT_LINKS[task]
         if len(self.seg_names) > 255:
             raise SimulatorError(f"{len(self.seg_names)} segmentation ids do not fit uint8")
@@ -174,6 +175,9 @@ class DexArtEnv:
 
     # ------------------------------------------------------------------- scene
     def _build_scene(self) -> None:
+        self.obj = None
+        self.scene = None  # release the previous scene (and its PhysX state) first
+        self._cam = None
         sapien.physx.set_scene_config(enable_enhanced_determinism=True, cpu_workers=0)
         systems = [sapien.physx.PhysxCpuSystem()]
         if self.render_enabled:
@@ -266,8 +270,14 @@ class DexArtEnv:
     def reset(self, seed: int) -> Observation:
         self._seed = int(seed)
         rng = np.random.default_rng(self._seed)
-        if self.obj is not None:
-            self.scene.remove_articulation(self.obj.articulation)
+        # A fresh scene on every reset: PhysX keeps history in a scene (contact and
+        # friction caches, solver warm starts, sleep state, articulation caches, actor
+        # order), so reusing one makes seed B's rollout depend on the episodes before it.
+        # collect screens seeds physics-only and replays them rendered, and needs the
+        # same actions both times. (The constructor's scene is used once, unstepped.)
+        if self._scene_used:
+            self._build_scene()
+        self._scene_used = True
         if self._assets is not None:
             self.obj = self._assets.build(self.scene, rng, visual=self.render_enabled)
         else:
