@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from kubm.experts.adroit_relocate import arm_ik_step, cap, finger_pose, site_velocity
+from kubm.experts.base import ParametrisedExpert
 
 
-class AdroitDoorExpert:
+class AdroitDoorExpert(ParametrisedExpert):
     name = "adroit_door"
 
     DEFAULTS = dict(
@@ -44,12 +45,6 @@ class AdroitDoorExpert:
         slide_kd=0.1,
         max_phase_steps=80,  # fallback only
     )
-
-    def __init__(self, params: dict | None = None):
-        unknown = set(params or {}) - set(self.DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown {self.name} params {sorted(unknown)}; known: {sorted(self.DEFAULTS)}")
-        self.p = {**self.DEFAULTS, **(params or {})}
 
     def reset(self, env, seed: int) -> None:
         names = env.joint_names

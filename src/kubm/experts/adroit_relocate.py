@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mujoco
 import numpy as np
+from kubm.experts.base import ParametrisedExpert
 
 
 def arm_ik_step(
@@ -64,7 +65,7 @@ def finger_pose(names: list[str], values: dict[str, float]) -> np.ndarray:
     return out
 
 
-class AdroitRelocateExpert:
+class AdroitRelocateExpert(ParametrisedExpert):
     name = "adroit_relocate"
 
     DEFAULTS = dict(
@@ -87,12 +88,6 @@ class AdroitRelocateExpert:
         drop_dist=0.08,  # m grasp-to-ball: the ball was lost, start over
         max_phase_steps=80,  # fallback only
     )
-
-    def __init__(self, params: dict | None = None):
-        unknown = set(params or {}) - set(self.DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown {self.name} params {sorted(unknown)}; known: {sorted(self.DEFAULTS)}")
-        self.p = {**self.DEFAULTS, **(params or {})}
 
     def reset(self, env, seed: int) -> None:
         names = env.joint_names

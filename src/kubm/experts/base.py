@@ -21,3 +21,16 @@ class Expert(Protocol):
         Phase switches must depend on the state (e.g. palm-to-ball distance),
         never on the clock alone: K-UBM needs the same state to have one future.
         """
+
+
+class ParametrisedExpert:
+    """Base for experts tuned by a `DEFAULTS` dict that config `expert.params` may override."""
+
+    name: str = "expert"
+    DEFAULTS: dict = {}
+
+    def __init__(self, params: dict | None = None):
+        unknown = set(params or {}) - set(self.DEFAULTS)
+        if unknown:  # a typo in config must not silently fall back to the default
+            raise ValueError(f"unknown {self.name} params {sorted(unknown)}; known: {sorted(self.DEFAULTS)}")
+        self.p = {**self.DEFAULTS, **(params or {})}
