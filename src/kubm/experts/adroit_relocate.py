@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mujoco
 import numpy as np
+
 from kubm.experts.base import ParametrisedExpert
 
 
