@@ -206,8 +206,8 @@ def test_registry():
         make_env("adroit", "drawer", {})
     with pytest.raises(ValueError, match="adroit"):
         make_env("metaworld", "door", {})
-    with pytest.raises(NotImplementedError, match="dexart"):
-        make_env("dexart", "bucket", {})
+    with pytest.raises(ValueError, match="unknown dexart task 'drawer'"):
+        make_env("dexart", "drawer", {})
 
 
 @pytest.mark.parametrize("backend", ["glx", "osmesa"])
