@@ -23,6 +23,8 @@ ConfigFiles = Annotated[
 ]
 TaskArg = Annotated[str, typer.Argument(help="suite/task, e.g. adroit/relocate")]
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test")]
+ThreadsOpt = Annotated[int, typer.Option(help="torch threads (Snakemake passes the rule's threads)")]
+ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -45,6 +47,17 @@ def _task(config: dict, task_id: str):
         _fail(str(err))
 
 
+def _stage_setup(task_id: str, configfile, threads: int | None = None, split: str | None = None):
+    """The shared start of a stage command: checked split, validated config, resolved task, threads."""
+    if split is not None:
+        _check_split(split)
+    config = _load(configfile)
+    task = _task(config, task_id)
+    if threads is not None:
+        _set_threads(threads)
+    return config, task
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         _fail(f"--split {split!r} is not allowed; allowed values: {list(SPLITS)}")
@@ -61,7 +74,7 @@ def collect(
     split: SplitOpt = "train",
     out: Annotated[Optional[Path], typer.Option(help="output store (default data/{suite}/{task}/demos/{split}.zarr)")] = None,
     configfile: ConfigFiles = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Roll out the task's expert on the configured seeds and store the successful episodes."""
     from kubm.sim.base import SimulatorError
@@ -101,16 +114,13 @@ def segment(
     video: Annotated[Optional[Path], typer.Option(help="QC video (default results/{suite}/{task}/qc/segment_{split}.mp4)")] = None,
     split: SplitOpt = "train",
     configfile: ConfigFiles = None,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
 ) -> None:
     """Masks of the manipulated object (backend from config: auto | sim | sam2 | sam3), scored by IoU vs ground truth."""
     from kubm.stages.segment import segment as run_segment
 
-    _check_split(split)
-    config = _load(configfile)
-    task = _task(config, task_id)
-    _set_threads(threads)
+    config, task = _stage_setup(task_id, configfile, threads, split)
     metrics, video = _qc_paths(task, "segment", split, metrics, video)
     try:
         result = run_segment(task, config, demos, out, metrics, video, progress=progress)
@@ -129,16 +139,13 @@ def track(
     video: Annotated[Optional[Path], typer.Option(help="QC video (default results/{suite}/{task}/qc/track_{split}.mp4)")] = None,
     split: SplitOpt = "train",
     configfile: ConfigFiles = None,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
 ) -> None:
     """Track N object points through each episode (auto | sim | cotracker3 | opencv_lk), scored vs ground truth."""
     from kubm.stages.track import track as run_track
 
-    _check_split(split)
-    config = _load(configfile)
-    task = _task(config, task_id)
-    _set_threads(threads)
+    config, task = _stage_setup(task_id, configfile, threads, split)
     metrics, video = _qc_paths(task, "track", split, metrics, video)
     try:
         result = run_track(task, config, demos, masks, out, metrics, video, progress=progress)
@@ -158,16 +165,15 @@ def fit(
     method: Annotated[str, typer.Option(help="method to fit")] = "kubm",
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     configfile: ConfigFiles = None,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
 ) -> None:
     """Fit one method for one training seed: weights, config, curves and diagnostics in --out."""
     from kubm.policies.features import FeatureError
     from kubm.stages.fit import FitDiverged, fit as run_fit
     from kubm.storage.episode_store import StoreError
 
-    config = _load(configfile)
-    task = _task(config, task_id)
+    config, task = _stage_setup(task_id, configfile)
     try:
         s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress)
     except FitDiverged as err:
@@ -187,15 +193,14 @@ def train_ae(
     test: Annotated[Path, typer.Option(help="test-split track store")],
     out: Annotated[Path, typer.Option(help="model dir to write (model.safetensors, config.json, metrics.json)")],
     configfile: ConfigFiles = None,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
 ) -> None:
     """Train the flow autoencoder (256 tracked points -> latent) and report test reconstruction error in px."""
     from kubm.features.flow_ae import FlowAEError
     from kubm.stages.train_ae import TrainDiverged, train_ae as run_train_ae
 
-    config = _load(configfile)
-    task = _task(config, task_id)
+    config, task = _stage_setup(task_id, configfile)
     try:
         metrics = run_train_ae(task, config, train, test, out, threads=threads, progress=progress)
     except TrainDiverged as err:
@@ -215,17 +220,15 @@ def encode(
     ae: Annotated[Path, typer.Option(help="flow autoencoder dir")],
     out: Annotated[Path, typer.Option(help="feature store to write")],
     configfile: ConfigFiles = None,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
 ) -> None:
     """Write the feature store: flow latents, qpos, actions and context per step."""
     from kubm.features.context import ContextError
     from kubm.features.flow_ae import FlowAEError
     from kubm.stages.encode import encode as run_encode
 
-    config = _load(configfile)
-    task = _task(config, task_id)
-    _set_threads(threads)
+    config, task = _stage_setup(task_id, configfile, threads)
     try:
         summary = run_encode(task, config, demos, tracks, masks, ae, out, progress=progress)
     except (FlowAEError, ContextError, *_stage_errors()) as err:
@@ -251,8 +254,8 @@ def evaluate(
     test: Annotated[Path, typer.Option(help="test feature store (encode)")],
     out: Annotated[Optional[Path], typer.Option(help="eval.json to write (default results/{suite}/{task}/eval.json)")] = None,
     configfile: ConfigFiles = None,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
 ) -> None:
     """Roll every model out in the simulator on the test seeds (any method) and write eval.json."""
     from kubm.sim.base import SimulatorError
@@ -262,9 +265,7 @@ def evaluate(
     if stray:
         _fail(f"unexpected option(s) {stray}")
     models = [*models, *(Path(a) for a in ctx.args)]  # `--models A B C`: B and C arrive as extra args
-    config = _load(configfile)
-    task = _task(config, task_id)
-    _set_threads(threads)
+    config, task = _stage_setup(task_id, configfile, threads)
     out = out or Path(f"results/{task.suite}/{task.task}/eval.json")
     try:
         doc = run_evaluate(task, config, models, ae, test, out, progress=progress)
