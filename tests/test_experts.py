@@ -55,7 +55,7 @@ def test_phases_follow_the_task_order():
 
 def test_registry_errors():
     with pytest.raises(ValueError, match="adroit_door.*adroit_relocate"):
-        make_expert("adroit_hammer", None)
+        make_expert("no_such_expert", None)
     with pytest.raises(ValueError, match="known"):
         make_expert("adroit_relocate", {"no_such_param": 1})
     assert make_expert("adroit_relocate", {"hover": 0.05}).p["hover"] == 0.05
@@ -65,7 +65,8 @@ def test_benchmark_cli(capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import expert_success
 
-    expert_success.main(["--task", "relocate", "--seeds", "0,1"])
+    expert_success.main(["--task", "adroit/relocate", "--seeds", "0,1"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["task"] == "relocate" and result["n"] == 2 and result["success_rate"] == 1.0
-    assert set(result) == {"task", "expert", "n", "success_rate", "seconds_per_episode", "seeds"}
+    assert result["task"] == "adroit/relocate" and result["expert"] == "adroit_relocate"
+    assert result["n"] == 2 and result["successes"] == 2 and result["success_rate"] == 1.0
+    assert {"seconds_per_episode", "seeds", "horizon", "params"} <= set(result)

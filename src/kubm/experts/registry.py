@@ -23,7 +23,30 @@ def _dexart_bucket(params):
     return DexArtBucketExpert(params)
 
 
-EXPERTS = {"adroit_relocate": _relocate, "adroit_door": _door, "dexart_bucket": _dexart_bucket}
+def _dexart(cls_name: str):
+    def make(params):
+        from kubm.sim.dexart import experts  # imports SAPIEN
+
+        return getattr(experts, cls_name)(params)
+
+    return make
+
+
+def _mppi(params):
+    from kubm.experts.mppi import MPPIExpert  # the task's cost is chosen from the env at reset
+
+    return MPPIExpert(params)
+
+
+EXPERTS = {
+    "adroit_relocate": _relocate,
+    "adroit_door": _door,
+    "dexart_bucket": _dexart_bucket,
+    "dexart_faucet": _dexart("DexArtFaucetExpert"),
+    "dexart_laptop": _dexart("DexArtLaptopExpert"),
+    "dexart_toilet": _dexart("DexArtToiletExpert"),
+    "mppi": _mppi,
+}
 
 
 def make_expert(name: str, params: dict | None = None) -> Expert:

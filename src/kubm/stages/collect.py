@@ -2,8 +2,9 @@
 
 Each seed is first screened without rendering (physics is ~10x cheaper than a
 render), and only successful seeds are replayed with rendering and stored. The
-replay must reproduce the screened outcome exactly; if it does not, the
-simulator or expert is nondeterministic and we stop rather than store it.
+replay executes the screened actions (an expensive expert such as MPPI is not run
+twice) and must reproduce the screened states exactly; if it does not, the
+simulator is nondeterministic and we stop rather than store it.
 """
 
 from __future__ import annotations
@@ -55,14 +56,18 @@ def camera_spec(settings: dict) -> CameraSpec:
     )
 
 
-def rollout(env: ManipulationEnv, expert: Expert, seed: int, horizon: int, render: bool) -> Episode:
+def rollout(env: ManipulationEnv, expert: Expert | None, seed: int, horizon: int, render: bool,
+            actions: np.ndarray | None = None) -> Episode:
     """One episode: observation t, then the expert's action t, for t < horizon.
 
+    With ``actions`` the episode replays them instead of asking the expert.
     Success is the task's final-step criterion (DESIGN §2).
     """
     obs = env.reset(seed)
-    expert.reset(env, seed)
-    qpos, actions, objs, poses, rgbs, depths, segs = [], [], [], [], [], [], []
+    if actions is None:
+        expert.reset(env, seed)
+    replay = actions
+    qpos, executed, objs, poses, rgbs, depths, segs = [], [], [], [], [], [], []
     for _ in range(horizon):
         qpos.append(obs.qpos)
         objs.append(env.object_state())
@@ -71,14 +76,14 @@ def rollout(env: ManipulationEnv, expert: Expert, seed: int, horizon: int, rende
             rgbs.append(obs.rgb)
             depths.append(obs.depth)
             segs.append(obs.seg)
-        action = np.asarray(expert.act(env), dtype=np.float32)
-        actions.append(action)
+        action = np.asarray(expert.act(env) if replay is None else replay[len(executed)], dtype=np.float32)
+        executed.append(action)
         obs = env.step(action)
     ep = Episode(
         seed=seed,
         success=bool(env.success()),
         qpos=np.asarray(qpos, dtype=np.float32),
-        action=np.asarray(actions, dtype=np.float32),
+        action=np.asarray(executed, dtype=np.float32),
         object_state=np.asarray(objs, dtype=np.float32),
         object_pose=np.asarray(poses, dtype=np.float32),
     )
@@ -158,11 +163,12 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
             attempted += 1
             screened = rollout(screen_env, expert, seed, horizon, render=False)
             if screened.success:
-                ep = rollout(render_env, expert, seed, horizon, render=True)
-                if not (ep.success and np.array_equal(ep.action, screened.action)):
+                ep = rollout(render_env, None, seed, horizon, render=True, actions=screened.action)
+                if not (ep.success and np.array_equal(ep.qpos, screened.qpos)):
                     raise CollectError(
-                        f"{task.id} seed {seed}: the rendered replay diverged from the physics-only run; "
-                        "the simulator or the expert is nondeterministic (check for global RNG use in the expert)"
+                        f"{task.id} seed {seed}: the rendered replay of the screened actions reached other states; "
+                        "the simulator is nondeterministic (rendering must not change physics, and reset(seed) "
+                        "must rebuild the same scene)"
                     )
                 writer.append_episode(
                     {"action": ep.action, "qpos": ep.qpos, "object_state": ep.object_state, "object_pose": ep.object_pose,
