@@ -20,4 +20,5 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         all_targets(),
+        "results/summary.md",
     default_target: True

@@ -108,7 +108,7 @@ def test_dvc_round_trip(smoke_run, tmp_path):
     remote = tmp_path / "remote"
     run(["dvc", "remote", "modify", "local", "url", str(remote)], cwd=proj)
     stages = [f"{st}-adroit-relocate-{sp}" for st in ("collect", "segment", "track", "encode") for sp in ("train", "test")]
-    stages += ["train_ae-adroit-relocate", "fit-adroit-relocate-seed0"]
+    stages += ["train_ae-adroit-relocate", "fit-adroit-relocate-kubm-seed0"]
     run(["dvc", "commit", "-f", *stages], cwd=proj)
     run(["dvc", "push", *stages], cwd=proj)
     git(proj, "add", "-A")
@@ -143,4 +143,33 @@ def test_pulled_features_rerun_only_fit_and_evaluate(smoke_run, tmp_path):
     assert not (clone / DEMOS[0]).exists() and (clone / FEATURES[0]).exists()
     dry = run(["snakemake", "-n", "--cores", "1", "--quiet", "rules", *SMOKE], cwd=clone).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
-    assert set(jobs) - {"total"} == {"fit", "evaluate", "all"}, dry
+    assert set(jobs) - {"total"} == {"fit", "evaluate_method", "merge_eval", "summary", "all"}, dry
+
+
+def test_adding_a_method_reruns_only_its_nodes(smoke_run, tmp_path):
+    """A dry run after adding diffusion to the task's methods plans diffusion's fit and
+    evaluation, the merge and the summary; nothing of kubm/kodex/regression or upstream."""
+    proj, _ = smoke_run
+    extra = tmp_path / "add_diffusion.yaml"
+    extra.write_text("suites: {adroit: {tasks: {relocate: {methods: [kubm, kodex, regression, diffusion]}}}}\n")
+    dry = run(["snakemake", "-n", "--cores", "1", *SMOKE, "--configfile", str(extra)], cwd=proj).stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
+    assert jobs == {"fit": "1", "evaluate_method": "1", "merge_eval": "1", "summary": "1", "all": "1", "total": "5"}, dry
+    assert "models/adroit/relocate/diffusion/seed0" in dry and "methods/diffusion.json" in dry
+
+
+def test_smoke_merges_cheap_methods_and_summarises(smoke_run):
+    proj, _ = smoke_run
+    doc = json.loads((proj / EVAL).read_text())
+    assert list(doc["methods"]) == ["kubm", "kodex", "regression"]
+    for m in doc["methods"]:
+        assert (proj / f"results/adroit/relocate/methods/{m}.json").is_file()
+        assert doc["methods"][m]["latency_ms"]["policy"]["median"] > 0
+    for rel in doc["artifacts"]["videos"] + doc["artifacts"]["plots"]:
+        assert (proj / "results/adroit/relocate" / rel).is_file(), rel
+    summary = json.loads((proj / "results/summary.json").read_text())
+    rows = summary["tasks"]["adroit/relocate"]["methods"]
+    assert set(rows) == {"kubm", "kodex", "regression"}
+    assert rows["kodex"]["paired_difference_vs_kubm"]["n_test_seeds"] == 2
+    assert (proj / "results/summary_plots/success.png").stat().st_size > 1000
+    assert "adroit/relocate" in (proj / "results/summary.md").read_text()

@@ -14,9 +14,26 @@ def test_dry_run_resolves_eval_for_every_task(root):
     proc = run(["snakemake", "-n", "--forceall", "--quiet", "rules", "--cores", "1"])  # independent of data/ here
     out = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    # 8 tasks x 2 splits for per-split stages, 8 x 5 seeds for fit, 8 evaluations.
-    assert counts == {"collect": "16", "segment": "16", "track": "16", "train_ae": "8",
-                      "encode": "16", "fit": "40", "evaluate": "8", "all": "1", "total": "121"}
+    # 8 tasks x 2 splits for per-split stages; 8 tasks x 3 default methods x 5 seeds for fit,
+    # 8 x 3 method evaluations, 8 merges, one cross-task summary.
+    assert counts == {"collect": "16", "segment": "16", "track": "16", "train_ae": "8", "encode": "16",
+                      "fit": "120", "evaluate_method": "24", "merge_eval": "8", "summary": "1", "all": "1",
+                      "total": "226"}
+
+
+def test_all_methods_profile_adds_diffusion_and_act(root):
+    proc = run(["snakemake", "results/dexart/bucket/eval.json", "-n", "--forceall", "--quiet", "rules", "--cores", "1",
+                "--configfile", "config/all_methods.yaml"])
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
+    assert counts["fit"] == "25" and counts["evaluate_method"] == "5" and counts["merge_eval"] == "1"
+
+
+def test_unknown_method_in_config_lists_valid_ones(root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("suites: {adroit: {tasks: {door: {methods: [kubm, dp]}}}}\n")
+    proc = run(["snakemake", "-n", "--cores", "1", "--configfile", str(bad)], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "'dp' is not allowed" in out and "diffusion" in out and "act" in out
 
 
 def test_dry_run_single_target(root):

@@ -180,10 +180,10 @@ def fit(
         _fail(str(err), code=1)
     except (FeatureError, StoreError, ValueError) as err:  # FitError is a ValueError
         _fail(str(err))
-    thr = s["replan_threshold_px"]
-    typer.echo(f"wrote {out}: {s['iterations']} iterations in {s['train_wall_s']:.0f} s, loss {s['final_loss']:.4g}, "
-               f"rho(K) {s['spectral_radius']:.4f}, open-loop action RMS {s['openloop_action_rms_rad']:.3f} rad, "
-               f"replan threshold {'n/a' if thr is None else f'{thr:.2f} px'}")
+    extras = [f"{k} {s[k]:.4g}" for k in ("final_loss", "spectral_radius", "openloop_action_rms_rad", "replan_threshold_px")
+              if isinstance(s.get(k), (int, float))]
+    typer.echo(f"wrote {out}: {method} seed {seed} trained in {s.get('train_wall_s', float('nan')):.0f} s"
+               + (f" ({', '.join(extras)})" if extras else ""))
 
 
 @app.command("train-ae")
@@ -275,6 +275,43 @@ def evaluate(
         typer.echo(f"{task.id} {method}: success {m['success_rate']:.0%} ± {m['std']:.0%} "
                    f"(95% CI {m['ci95'][0]:.0%}-{m['ci95'][1]:.0%}), replans {m['replans_mean']:.1f}")
     typer.echo(f"wrote {out}")
+
+
+@app.command("merge-eval")
+def merge_eval(
+    task_id: TaskArg,
+    inputs: Annotated[list[Path], typer.Option(help="per-method documents, results/{suite}/{task}/methods/{method}.json")],
+    out: Annotated[Path, typer.Option(help="eval.json to write")],
+    configfile: ConfigFiles = None,
+) -> None:
+    """Merge per-method evaluations into the task's eval.json (in the order the config lists methods)."""
+    from kubm.config import task_methods
+    from kubm.evaluation.merge import MergeError, merge_eval_files
+
+    config, task = _stage_setup(task_id, configfile)
+    try:
+        doc = merge_eval_files(inputs, out, suite=task.suite, task=task.task,
+                               order=task_methods(config, task.suite, task.task))
+    except MergeError as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}: " + ", ".join(f"{m} {v['success_rate']:.0%}" for m, v in doc["methods"].items()))
+
+
+@app.command()
+def summary(
+    evals: Annotated[list[Path], typer.Argument(help="eval.json files (one per task)")],
+    out: Annotated[Path, typer.Option(help="summary.md to write (summary.json and <stem>_plots/ go beside it)")] = Path(
+        "results/summary.md"),
+) -> None:
+    """Compare methods across tasks: success with Wilson intervals, paired differences and latency vs K-UBM."""
+    from kubm.evaluation.report import EvalDocumentError
+    from kubm.evaluation.summary import write_summary
+
+    try:
+        s = write_summary(evals, out)
+    except (EvalDocumentError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out} and {out.with_suffix('.json')}: {len(s['tasks'])} tasks, methods {s['methods']}")
 
 
 @app.command()

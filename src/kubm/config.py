@@ -21,6 +21,10 @@ import yaml
 
 SPLITS = ("train", "test")
 DEFAULT_CONFIG = Path("config/config.yaml")
+# Methods a task may list (`methods:`); kubm.policies.METHODS holds their code (a test keeps
+# the two in step). Cheap ones run by default; config/all_methods.yaml adds the rest.
+METHOD_NAMES = ("kubm", "kodex", "regression", "diffusion", "act")
+DEFAULT_METHODS = ("kubm", "kodex", "regression")
 
 
 class ConfigError(ValueError):
@@ -95,8 +99,14 @@ def validate(config: dict) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
+    fit_keys = {m: set(sch["properties"]["fit"]["properties"].get(m, {}).get("properties", {})) for m in METHOD_NAMES}
     for suite, task in all_tasks(config):
-        resolve_task(config, suite, task)  # raises on missing or inconsistent settings
+        t = resolve_task(config, suite, task)  # raises on missing or inconsistent settings
+        for method, over in (t.settings.get("method_params") or {}).items():
+            unknown = sorted(set(over) - fit_keys[method])
+            if unknown:
+                raise ConfigError(f"suites.{suite}.tasks.{task}.method_params.{method}: unknown key(s) {unknown}; "
+                                  f"allowed keys (those of fit.{method}): {sorted(fit_keys[method])}")
     for target in config.get("targets", []):
         split_task_id(config, target)
     return config
@@ -199,6 +209,33 @@ def stage_hash(config: dict, suite: str, task: str, stage: str, *sections: str) 
     t = resolve_task(config, suite, task)
     blob = json.dumps([t.simulator, {k: t.settings.get(k) for k in STAGE_TASK_KEYS[stage]},
                        [config.get(s) for s in sections]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def task_methods(config: dict, suite: str, task: str) -> list[str]:
+    """The methods fitted and evaluated for a task (its `methods`, else DEFAULT_METHODS)."""
+    return list(resolve_task(config, suite, task).settings.get("methods") or DEFAULT_METHODS)
+
+
+def method_config(config: dict, suite: str, task: str, method: str) -> dict:
+    """fit.<method> with the task's `method_params.<method>` overrides on top."""
+    if method not in METHOD_NAMES:
+        raise ConfigError(f"unknown method {method!r}; valid methods: {list(METHOD_NAMES)}")
+    over = (resolve_task(config, suite, task).settings.get("method_params") or {}).get(method, {})
+    return deep_merge(config.get("fit", {}).get(method, {}), over)
+
+
+def with_method_config(config: dict, suite: str, task: str, method: str) -> dict:
+    """A copy of config whose fit.<method> is the task's effective setting (what fit reads)."""
+    out = copy.deepcopy(config)
+    out.setdefault("fit", {})[method] = method_config(config, suite, task, method)
+    return out
+
+
+def method_hash(config: dict, suite: str, task: str, method: str) -> str:
+    """Hash of what one method's fit reads, so changing one method reruns only its nodes."""
+    blob = json.dumps([resolve_task(config, suite, task).simulator, method,
+                       method_config(config, suite, task, method)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

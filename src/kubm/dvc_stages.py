@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from kubm.config import SPLITS, all_tasks
+from kubm.config import SPLITS, all_tasks, target_tasks, task_methods
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class RuleOutputs:
     inputs: tuple[str, ...]
     per_split: bool = False
     per_seed: bool = False
+    per_method: bool = False
     params: tuple[str, ...] = ()  # top-level config keys besides the task's suite
     extra_outputs: tuple[str, ...] = ()  # metrics and QC videos written beside the main output
 
@@ -42,14 +43,16 @@ RULES: tuple[RuleOutputs, ...] = (
     RuleOutputs("encode", "data/{suite}/{task}/features/{split}.zarr",
                 ("data/{suite}/{task}/demos/{split}.zarr", "data/{suite}/{task}/tracks/{split}.zarr",
                  "data/{suite}/{task}/masks/{split}.zarr", "models/{suite}/{task}/flow_ae"), per_split=True),
-    RuleOutputs("fit", "models/{suite}/{task}/kubm/seed{seed}",
+    RuleOutputs("fit", "models/{suite}/{task}/{method}/seed{seed}",
                 ("data/{suite}/{task}/features/train.zarr", "data/{suite}/{task}/features/test.zarr",
-                 "models/{suite}/{task}/flow_ae"), per_seed=True, params=("fit",)),
-    RuleOutputs("evaluate", "results/{suite}/{task}/eval.json",
-                ("models/{suite}/{task}/flow_ae", "data/{suite}/{task}/features/test.zarr"),
-                params=("fit", "evaluate", "segment", "track"),
-                extra_outputs=("results/{suite}/{task}/videos", "results/{suite}/{task}/plots")),
+                 "models/{suite}/{task}/flow_ae"), per_seed=True, per_method=True, params=("fit.{method}",)),
+    RuleOutputs("evaluate_method", "results/{suite}/{task}/methods/{method}.json",
+                ("models/{suite}/{task}/flow_ae", "data/{suite}/{task}/features/test.zarr"), per_method=True,
+                params=("fit.{method}", "evaluate", "segment", "track"),
+                extra_outputs=("results/{suite}/{task}/methods/{method}",)),
+    RuleOutputs("merge_eval", "results/{suite}/{task}/eval.json", ()),
 )
+RULE_FILES = {"evaluate_method": "evaluate", "merge_eval": "evaluate", "summary": "evaluate"}  # rules that share a .smk file
 
 CODE_DEPS = ("src/kubm", "Snakefile", "workflow/rules/common.smk")
 
@@ -62,28 +65,36 @@ def expected_outputs(config: dict) -> list[tuple[str, str]]:
 def _instances(config: dict):
     seeds = range(config["fit"]["n_seeds"])
     for suite, task in all_tasks(config):
+        methods = task_methods(config, suite, task)
         for r in RULES:
             splits = SPLITS if r.per_split else (None,)
             for split in splits:
-                for seed in (seeds if r.per_seed else (None,)):
-                    fmt = dict(suite=suite, task=task, split=split, seed=seed)
-                    inputs = [i.format(**fmt) for i in r.inputs]
-                    if r.rule == "evaluate":
-                        inputs = [f"models/{suite}/{task}/kubm/seed{k}" for k in seeds] + inputs
-                    # DVC stage names may not hold '/' or '@' (its foreach syntax).
-                    suffix = split if r.per_split else (f"seed{seed}" if r.per_seed else None)
-                    name = "-".join(p for p in (r.rule, suite, task, suffix) if p)
-                    extras = [e.format(**fmt) for e in r.extra_outputs]
-                    yield r.rule, r.output.format(**fmt), (r, suite, inputs, name, extras)
+                for method in (methods if r.per_method else (None,)):
+                    for seed in (seeds if r.per_seed else (None,)):
+                        fmt = dict(suite=suite, task=task, split=split, seed=seed, method=method)
+                        inputs = [i.format(**fmt) for i in r.inputs]
+                        if r.rule == "evaluate_method":
+                            inputs = [f"models/{suite}/{task}/{method}/seed{k}" for k in seeds] + inputs
+                        if r.rule == "merge_eval":
+                            inputs = [f"results/{suite}/{task}/methods/{m}.json" for m in methods]
+                        # DVC stage names may not hold '/' or '@' (its foreach syntax).
+                        suffix = split if r.per_split else (f"seed{seed}" if r.per_seed else None)
+                        name = "-".join(p for p in (r.rule, suite, task, method, suffix) if p)
+                        extras = [e.format(**fmt) for e in r.extra_outputs]
+                        params = [f"suites.{suite}", *(p.format(**fmt) for p in r.params)]
+                        yield r.rule, r.output.format(**fmt), (params, inputs, name, extras)
+    # The cross-task comparison over the target tasks (rule summary).
+    evals = [f"results/{s}/{t}/eval.json" for s, t in target_tasks(config)]
+    yield "summary", "results/summary.md", ([], evals, "summary", ["results/summary.json", "results/summary_plots"])
 
 
 def render_dvc_yaml(config: dict) -> str:
     stages = {}
-    for rule, out, (r, suite, inputs, name, extras) in _instances(config):
+    for rule, out, (params, inputs, name, extras) in _instances(config):
         stages[name] = {
             "cmd": f"snakemake --cores all --allowed-rules {rule} -- {out}",
-            "deps": [*inputs, f"workflow/rules/{rule}.smk", *CODE_DEPS],
-            "params": [{"config/config.yaml": [f"suites.{suite}", *r.params]}],
+            "deps": [*inputs, f"workflow/rules/{RULE_FILES.get(rule, rule)}.smk", *CODE_DEPS],
+            **({"params": [{"config/config.yaml": params}]} if params else {}),
             "outs": [out, *extras],
         }
     header = "# Generated by `kubm dvc-yaml` from config/config.yaml; do not edit by hand.\n"

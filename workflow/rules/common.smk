@@ -35,6 +35,7 @@ wildcard_constraints:
     task="|".join(TASKS),
     split="train|test",
     seed=r"\d+",
+    method="|".join(kcfg.METHOD_NAMES),
 
 
 def fit_seeds():
@@ -43,6 +44,21 @@ def fit_seeds():
 
 def all_targets():
     return [f"results/{s}/{t}/eval.json" for s, t in kcfg.target_tasks(config)]
+
+
+def task_methods(wildcards):
+    return kcfg.task_methods(config, wildcards.suite, wildcards.task)
+
+
+def method_hash():
+    """Rerun trigger of one method's fit: its effective settings only."""
+    return lambda w: kcfg.method_hash(config, w.suite, w.task, w.method)
+
+
+def eval_hash():
+    """Rerun trigger of one method's evaluation: the protocol, perception and the method's settings."""
+    return lambda w: (kcfg.stage_hash(config, w.suite, w.task, "evaluate", "evaluate", "segment", "track", "weights")
+                      + kcfg.method_hash(config, w.suite, w.task, w.method))
 
 
 def stage_hash(stage, *sections):

@@ -1,24 +1,61 @@
-rule evaluate:
-    """Full-horizon rollouts in the simulator on the protocol's test seeds -> eval.json, videos, plots."""
+rule evaluate_method:
+    """One method's models, rolled out in the simulator on the protocol's test seeds."""
     input:
-        models=lambda w: expand("models/{suite}/{task}/kubm/seed{seed}", suite=w.suite, task=w.task, seed=fit_seeds()),
+        models=lambda w: expand("models/{suite}/{task}/{method}/seed{seed}", seed=fit_seeds(), **w),
         ae="models/{suite}/{task}/flow_ae",
         test="data/{suite}/{task}/features/test.zarr",
     output:
-        eval="results/{suite}/{task}/eval.json",
-        videos=directory("results/{suite}/{task}/videos"),
-        plots=directory("results/{suite}/{task}/plots"),
+        eval="results/{suite}/{task}/methods/{method}.json",
+        artifacts=directory("results/{suite}/{task}/methods/{method}"),
     params:
-        config_hash=stage_hash("evaluate", "evaluate", "segment", "track", "fit", "weights"),
+        config_hash=eval_hash(),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
-        "logs/{suite}/{task}/evaluate.log",
+        "logs/{suite}/{task}/evaluate_{method}.log",
     benchmark:
-        "logs/benchmarks/{suite}/{task}/evaluate.tsv"
+        "logs/benchmarks/{suite}/{task}/evaluate_{method}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
     shell:
         "{params.kubm} evaluate {wildcards.suite}/{wildcards.task} --models {input.models} --ae {input.ae} "
         "--test {input.test} --out {output.eval} --threads {threads} --no-progress {params.configs} > {log} 2>&1"
+
+
+rule merge_eval:
+    """The task's eval.json: the per-method documents of the methods its config lists."""
+    input:
+        lambda w: expand("results/{suite}/{task}/methods/{method}.json", method=task_methods(w), **w),
+    output:
+        "results/{suite}/{task}/eval.json",
+    params:
+        kubm=KUBM,
+        configs=CONFIG_ARGS,
+    log:
+        "logs/{suite}/{task}/merge_eval.log",
+    benchmark:
+        "logs/benchmarks/{suite}/{task}/merge_eval.tsv"
+    threads: 1
+    shell:
+        "{params.kubm} merge-eval {wildcards.suite}/{wildcards.task} --inputs {input} --out {output} "
+        "{params.configs} > {log} 2>&1"
+
+
+rule summary:
+    """Success (Wilson 95 % CI), paired differences against K-UBM and latency across tasks and methods."""
+    input:
+        all_targets(),
+    output:
+        md="results/summary.md",
+        json="results/summary.json",
+        plots=directory("results/summary_plots"),
+    params:
+        kubm=KUBM,
+    log:
+        "logs/summary.log",
+    benchmark:
+        "logs/benchmarks/summary.tsv"
+    threads: 1
+    shell:
+        "{params.kubm} summary {input} --out {output.md} > {log} 2>&1"

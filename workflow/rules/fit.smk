@@ -1,23 +1,23 @@
 rule fit:
-    """K-UBM fit for one training seed."""
+    """Fit one method (kubm, kodex, regression, diffusion, act) for one training seed."""
     input:
         train="data/{suite}/{task}/features/train.zarr",
         test="data/{suite}/{task}/features/test.zarr",
         ae="models/{suite}/{task}/flow_ae",
     output:
-        directory("models/{suite}/{task}/kubm/seed{seed}"),
+        directory("models/{suite}/{task}/{method}/seed{seed}"),
     params:
-        config_hash=stage_hash("fit", "fit"),
+        config_hash=method_hash(),
         kubm=KUBM,
         configs=CONFIG_ARGS,
     log:
-        "logs/{suite}/{task}/fit_kubm_seed{seed}.log",
+        "logs/{suite}/{task}/fit_{method}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/{suite}/{task}/fit_kubm_seed{seed}.tsv"
+        "logs/benchmarks/{suite}/{task}/fit_{method}_seed{seed}.tsv"
     threads: 2
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} fit {wildcards.suite}/{wildcards.task} --method kubm --seed {wildcards.seed} "
+        "{params.kubm} fit {wildcards.suite}/{wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
         "--train {input.train} --test {input.test} --ae {input.ae} --out {output} "
         "--threads {threads} --no-progress {params.configs} > {log} 2>&1"

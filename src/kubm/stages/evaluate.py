@@ -292,11 +292,15 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
         bar.close()
         env.close()
 
+    (root / art).mkdir(parents=True, exist_ok=True)  # the artifacts folder exists even with no videos
     methods, plots = {}, []
     for method, res in results.items():
         mods = [(s, m, p) for mm, s, m, p in loaded if mm == method]
         threshold = getattr(mods[0][2], "replan_threshold_px", None)
         methods[method] = method_summary(res, replan_threshold_px=threshold, models=[str(m) for _, m, _ in mods])
+        wall = [_train_wall_s(m) for _, m, _ in mods]
+        if all(w is not None for w in wall):
+            methods[method]["train_wall_s"] = float(np.mean(wall))
         rel = art / "plots" / f"{method}_flow_error.png"
         plot_flow_error(res, root / rel, method=method, threshold_px=threshold)
         plots.append(rel.as_posix())
@@ -331,6 +335,15 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                  task.id, method, 100 * s["success_rate"], 100 * s["std"], 100 * s["ci95"][0], 100 * s["ci95"][1],
                  s["replans_mean"], s["latency_ms"]["policy"]["median"] or float("nan"))
     return doc
+
+
+def _train_wall_s(model_dir: Path) -> float | None:
+    """CPU training seconds recorded by fit (fit_summary.json), if any."""
+    f = Path(model_dir) / "fit_summary.json"
+    try:
+        return float(json.loads(f.read_text())["train_wall_s"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _checked(fn, feat: FeatureInfo):
