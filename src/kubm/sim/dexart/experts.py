@@ -87,6 +87,7 @@ class _GraspAndTurnExpert:
             kr=3.0,
             tol_reach=0.015,
             tol_descend=0.01,
+            close_tol=10.0,  # closing also waits for the palm this near its grasp pose (m; off by default)
         )
         p.update(self.DEFAULTS)
         unknown = set(params or {}) - set(p)
@@ -155,11 +156,13 @@ class _GraspAndTurnExpert:
             if np.linalg.norm(goal - pos) < p["tol_descend"]:
                 self.phase = "close"
         if self.phase == "close":
-            goal = grasp_pos
+            grasp_pos, grasp_rot = self._grasp(env)  # the grasp pose may depend on the phase
+            goal, r_des = grasp_pos, grasp_rot
             hand = p["close"]
             qvel = np.asarray(env.robot.get_qvel())[env._perm][R.ARM_DOF :]
             flex_vel = np.abs([qvel[4 * f + k] for f in range(3) for k in (1, 2, 3)]).mean()
-            if self._flexion(env) > p["min_flex"] and flex_vel < p["stall_vel"]:
+            near = np.linalg.norm(goal - pos) < p["close_tol"]
+            if self._flexion(env) > p["min_flex"] and flex_vel < p["stall_vel"] and near:
                 self.phase = "turn"
         if self.phase in ("turn", "after"):
             hand = p["close"]  # full flexion target: the finger torque limit sets the grip
@@ -179,8 +182,11 @@ class _GraspAndTurnExpert:
         arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
         q_arm = env.qpos_full()[: R.ARM_DOF]
         self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)  # no wind-up when blocked
-        self.target[R.ARM_DOF :] = hand_pose(env, hand)
+        self.target[R.ARM_DOF :] = self._hand(env, hand)
         return self.target.copy()
+
+    def _hand(self, env, amount: float) -> np.ndarray:
+        return hand_pose(env, amount)
 
 
 class DexArtBucketExpert(_GraspAndTurnExpert):
@@ -217,4 +223,60 @@ class DexArtBucketExpert(_GraspAndTurnExpert):
         return goal, self.r_hold  # keep the orientation the raise ended with
 
 
-EXPERTS = {"dexart_bucket": DexArtBucketExpert}
+class DexArtFaucetExpert(_GraspAndTurnExpert):
+    """Hook the lever from the side it must move away from and carry it counter-clockwise.
+
+    The palm is vertical and faces the way the lever's tip moves (its tangent `t`), fingers
+    down and pre-curled into a C (proximal segments horizontal, middle segments up) that
+    stays above the spout below the lever. Phases: reach (hover above a point `approach`
+    m behind the lever) -> descend (to lever height, beside it) -> close (slide the C under
+    the lever until the palm touches it, then tighten) -> turn (the grasp follows the lever
+    about the vertical axis to `turn_to`) and hold there: palm and fingers stay on the lever
+    (DexArt's contact rule).
+    """
+
+    name = "dexart_faucet"
+    DEFAULTS = dict(
+        grasp_gap=0.003,  # palm surface this far from the lever's surface
+        grasp_dz=0.038,  # palm centre above the lever's axis
+        grasp_along=0.0,  # palm centre shifted along the lever (+ = toward its tip)
+        approach=0.085,  # m behind the lever (along -t) while reaching and descending
+        turn_to=1.72,
+        hover=0.1,
+        close_tol=0.01,
+        close=1.0,  # extra curl of the distal segments when closed
+    )
+
+    def _lever_dir(self, env) -> np.ndarray:
+        obj = env.obj
+        axis_p = obj.joint.get_global_pose().p.astype(np.float64)
+        u = obj.grip_pose().p.astype(np.float64) - axis_p
+        u[2] = 0.0
+        return u / np.linalg.norm(u)
+
+    def _grasp(self, env):
+        u = self._lever_dir(env)
+        t = np.array([-u[1], u[0], 0.0])  # where the lever's tip moves as the angle grows
+        grip = env.obj.grip_pose().p.astype(np.float64)
+        back = float(env.obj.params.get("lever_radius", 0.01)) + self.p["grasp_gap"]
+        if self.phase in ("reach", "descend"):
+            back += self.p["approach"]
+        pos = grip - back * t + self.p["grasp_along"] * u + np.array([0.0, 0.0, self.p["grasp_dz"]])
+        return pos, _palm_rotation(t, [0, 0, -1])
+
+    def _hand(self, env, amount: float) -> np.ndarray:
+        q = np.zeros(R.HAND_DOF)
+        for f in range(3):  # index, middle, ring: a C (proximal out, middle up) + distal curl
+            q[4 * f + 1] = 1.5
+            q[4 * f + 2] = 1.5
+            q[4 * f + 3] = 0.3 + 0.6 * amount
+        q[12] = 1.3  # thumb tucked in front of the palm's heel
+        q[13] = 0.3
+        lim = env.joint_limits()[R.ARM_DOF :]
+        return np.clip(q, lim[:, 0], lim[:, 1])
+
+    def _turn_to(self, env) -> float:
+        return self.p["turn_to"]
+
+
+EXPERTS = {"dexart_bucket": DexArtBucketExpert, "dexart_faucet": DexArtFaucetExpert}
