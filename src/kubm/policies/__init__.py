@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 from kubm.policies.features import FeatureError, IncompatibleError, check_compatible
+from kubm.policies.kodex import KodexPolicy
 from kubm.policies.kubm import KubmPolicy
+from kubm.policies.regression import RegressionPolicy
 
-METHODS: dict[str, type] = {"kubm": KubmPolicy}
+METHODS: dict[str, type] = {"kubm": KubmPolicy, "kodex": KodexPolicy, "regression": RegressionPolicy}
 
 
 def load_policy(directory, *, task_id: str | None = None, feature_attrs: dict | None = None):

@@ -192,3 +192,83 @@ def check_compatible(policy, feature_attrs: dict | None = None, task_id: str | N
     if mine.get("sha256") and theirs.get("sha256") and mine["sha256"] != theirs["sha256"]:
         raise IncompatibleError(f"features were encoded with flow AE {theirs['sha256'][:12]}… but {where} "
                                 f"was trained on latents of AE {mine['sha256'][:12]}…; latents differ")
+
+
+# ---------------------------------------------------------------------------------------
+# helpers shared by the baselines (kodex, regression, diffusion, act)
+# ---------------------------------------------------------------------------------------
+
+def block_statistics(rows: np.ndarray, block_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of ``rows`` (N, Σ block_sizes), with the stds of each block
+    floored to 1 % of that block's mean std, and a block constant over all rows given std 1
+    (the rule ``KubmModel.set_statistics`` applies to ξ's action / flow / context blocks)."""
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != sum(block_sizes):
+        raise ValueError(f"rows have shape {x.shape}, expected (N, {sum(block_sizes)})")
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    a = 0
+    for n in block_sizes:
+        b = a + int(n)
+        if b > a:
+            ref = std[a:b].mean()
+            std[a:b] = np.maximum(std[a:b], 0.01 * ref) if ref > 1e-12 else 1.0
+        a = b
+    return mean, std
+
+
+def observation_rows(ep: Episode) -> np.ndarray:
+    """(T, d_q + d_flow + d_c) per-step observation [qpos_t ; φ_t ; c] (unscaled), the input of
+    the receding-horizon policies (Diffusion Policy, ACT)."""
+    ctx = np.broadcast_to(ep.context.reshape(1, -1), (len(ep), ep.context.size))
+    return np.concatenate([ep.qpos, ep.flow, ctx], axis=1).astype(np.float32)
+
+
+def window_indices(lengths, episode: np.ndarray, t: np.ndarray, n_obs: int, horizon: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of training windows into the concatenated episodes.
+
+    For each (episode e, time t): observation rows t−n_obs+1 … t (clamped to the episode's
+    first row: the first observation repeats at the start) and action rows t … t+horizon−1
+    (clamped to its last row), plus ``pad`` (B, horizon) marking action rows past the end.
+    Returns (obs_idx (B, n_obs), act_idx (B, horizon), pad (B, horizon) bool)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    episode, t = np.asarray(episode, np.int64), np.asarray(t, np.int64)
+    off, L = offsets[episode][:, None], lengths[episode][:, None]
+    obs_t = np.maximum(t[:, None] + np.arange(-n_obs + 1, 1), 0)
+    act_t = t[:, None] + np.arange(horizon)
+    pad = act_t >= L
+    return off + obs_t, off + np.minimum(act_t, L - 1), pad
+
+
+def policy_header(method: str, fmt: int, policy, config: dict) -> dict:
+    """The config.json keys every saved policy shares (what ``check_compatible`` and the
+    evaluator's ``model_meta`` read)."""
+    return {"method": method, "format": fmt, "task": policy.task_id, "config_hash": policy.config_hash,
+            "seed": policy.seed, "config": config, "d_q": policy.d_q, "d_flow": policy.d_flow,
+            "d_c": policy.d_c, "features": policy.feature_attrs}
+
+
+def recorded_feature_attrs(feature_attrs: dict | None) -> dict:
+    return {k: v for k, v in (feature_attrs or {}).items() if k in RECORDED_ATTRS}
+
+
+def check_vector(name: str, x, d: int) -> np.ndarray:
+    """``x`` as a finite float32 vector of ``d`` values (None = empty), else ValueError."""
+    x = np.zeros(0, np.float32) if x is None else np.asarray(x, dtype=np.float32).reshape(-1)
+    if x.shape != (d,):
+        raise ValueError(f"{name} has {x.size} values, the model expects {d}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} has non-finite values")
+    return x
+
+
+def config_from_dict(cls, d: dict, what: str):
+    """``cls(**d)`` for a config dataclass, refusing unknown keys with the list of known ones."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config key(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)

@@ -183,7 +183,104 @@ def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: P
             "openloop_action_rms_rad": ol["action_rms_rad_overall"]}
 
 
-METHODS = {"kubm": _fit_kubm}
+def _summary_diag(tmp: Path, diagnostics: dict) -> None:
+    (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1, default=float))
+
+
+def _openloop_actions(policy, episodes) -> dict:
+    """Full-horizon plans from the first observation against the demos: action RMS (rad) per
+    step and overall (for planners whose plans have no flow)."""
+    T_max = max(len(ep) for ep in episodes)
+    se = [[] for _ in range(T_max)]
+    for ep in episodes:
+        plan = policy.plan(ep.qpos[0], ep.flow[0], ep.context, len(ep))
+        for k, e in enumerate(((plan.actions - ep.action) ** 2).mean(axis=1)):
+            se[k].append(e)
+    rms = [float(np.sqrt(np.mean(v))) for v in se]
+    return {"horizon": list(range(1, T_max + 1)), "action_rms_rad": rms, "n_demos": len(episodes),
+            "action_rms_rad_overall": float(np.sqrt(np.mean(np.concatenate([np.asarray(v) for v in se]))))}
+
+
+def _check_reload(policy, tmp: Path, test) -> None:
+    """The saved model must reproduce the in-memory plan exactly."""
+    from kubm.policies import load_policy
+
+    ep = test.episodes[0]
+    want = policy.plan(ep.qpos[0], ep.flow[0], ep.context, len(ep)).actions
+    got = load_policy(tmp).plan(ep.qpos[0], ep.flow[0], ep.context, len(ep)).actions
+    if not np.array_equal(got, want):
+        raise RuntimeError(f"{tmp}: the reloaded model plans differently from the fitted one")
+
+
+def _provenance() -> dict:
+    return {"git_revision": git_revision(), "versions": package_versions()}
+
+
+def _fit_kodex(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
+    """KODex: EDMD in closed form (deterministic; ``seed`` only names the model)."""
+    from kubm.policies.kodex import KodexConfig, KodexPolicy
+
+    cfg = KodexConfig.from_dict(config["fit"].get("kodex") or {})
+    s = compute_scale(train)
+    seqs = training_sequences(train, s)
+    lo, hi = action_limits(train)
+    np.random.seed(seed)
+    t0 = time.perf_counter()
+    policy, fitdiag = KodexPolicy.fit(cfg, seqs, d_q=train.d_q, d_flow=train.d_flow, d_c=train.d_c, s=s,
+                                      action_low=lo, action_high=hi, task_id=task.id, config_hash=task.hash(),
+                                      feature_attrs=train.attrs, seed=seed)
+    train_s = time.perf_counter() - t0
+    if not np.isfinite(policy.K).all():
+        raise FitDiverged(seed, 1, "the EDMD solution has non-finite entries; raise fit.kodex.ridge")
+    policy.extra = {"trained": {"wall_s": round(train_s, 2), "n_train_demos": len(train.episodes), **fitdiag},
+                    **_provenance()}
+    calib = None
+    if ae is not None:
+        calib = calibrate_replan_threshold(policy, train.episodes, ae, horizon=cfg.calib_horizon,
+                                           starts_per_demo=cfg.calib_starts_per_demo, quantile=cfg.calib_quantile)
+        policy.replan_threshold_px = calib["replan_threshold_px"]
+    policy.save(tmp)
+    _check_reload(policy, tmp, test)
+    eigs = policy.eigenvalues()
+    rho = float(np.abs(eigs).max())
+    _plot_eigs(eigs, rho, tmp / "eigs.png")
+    ol = openloop_errors(policy, test.episodes, ae)
+    _plot_openloop(ol, tmp / "openloop.png")
+    _summary_diag(tmp, {"spectral_radius": rho, "n_eigs_outside_unit_circle": int((np.abs(eigs) > 1.0 + 1e-9).sum()),
+                        "fit": fitdiag, "replan_calibration": calib, "openloop_test": ol, "scale_s": s,
+                        "train_wall_s": round(train_s, 2)})
+    return {"method": "kodex", "seed": seed, "train_wall_s": round(train_s, 2), "d_z": policy.d_z,
+            "one_step_rel": fitdiag["one_step_rel"], "spectral_radius": rho, "scale_s": s,
+            "replan_threshold_px": policy.replan_threshold_px,
+            "openloop_action_rms_rad": ol["action_rms_rad_overall"]}
+
+
+def _fit_regression(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
+    """Per-timestep ridge regression from ξ_{-1} (closed form; ``seed`` only names the model)."""
+    from kubm.policies.features import make_xi
+    from kubm.policies.regression import RegressionConfig, RegressionPolicy
+
+    cfg = RegressionConfig.from_dict(config["fit"].get("regression") or {})
+    s = compute_scale(train)
+    lo, hi = action_limits(train)
+    x0 = np.stack([make_xi(ep.qpos[0], ep.flow[0], ep.context, s) for ep in train.episodes])
+    t0 = time.perf_counter()
+    policy = RegressionPolicy.fit(cfg, x0, [ep.action for ep in train.episodes], d_q=train.d_q,
+                                  d_flow=train.d_flow, d_c=train.d_c, s=s, action_low=lo, action_high=hi,
+                                  task_id=task.id, config_hash=task.hash(), feature_attrs=train.attrs, seed=seed)
+    train_s = time.perf_counter() - t0
+    policy.extra = {"trained": {"wall_s": round(train_s, 2), "n_train_demos": len(train.episodes)}, **_provenance()}
+    policy.save(tmp)
+    _check_reload(policy, tmp, test)
+    ol_train, ol_test = _openloop_actions(policy, train.episodes), _openloop_actions(policy, test.episodes)
+    _summary_diag(tmp, {"openloop_train": ol_train, "openloop_test": ol_test, "scale_s": s,
+                        "train_wall_s": round(train_s, 2), "T_max": policy.T_max})
+    return {"method": "regression", "seed": seed, "train_wall_s": round(train_s, 2), "T_max": policy.T_max,
+            "scale_s": s, "train_action_rms_rad": ol_train["action_rms_rad_overall"],
+            "openloop_action_rms_rad": ol_test["action_rms_rad_overall"]}
+
+
+METHODS = {"kubm": _fit_kubm, "kodex": _fit_kodex, "regression": _fit_regression}
 
 
 def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, test: Path, ae_dir: Path | None,
