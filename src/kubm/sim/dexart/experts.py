@@ -88,6 +88,11 @@ class _GraspAndTurnExpert:
             tol_reach=0.015,
             tol_descend=0.01,
             close_tol=10.0,  # closing also waits for the palm this near its grasp pose (m; off by default)
+            vmax_close=0.25,  # m/s while closing
+            ik_reach=False,  # reach in joint space toward an IK solution of the hover pose (off: palm twist)
+            joint_step=0.06,  # rad per step, at most, per arm joint in an IK reach
+            close_slip=100.0,  # part turned this far (rad) while closing -> reach again (off by default)
+            close_touch=100.0,  # part turned this far (rad) while closing: touching it, closing ends
         )
         p.update(self.DEFAULTS)
         unknown = set(params or {}) - set(p)
@@ -102,6 +107,8 @@ class _GraspAndTurnExpert:
         self.grasp_rel = None
         self.phi = None
         self.r_hold = None
+        self.q_ik = None
+        self.close_angle = None
 
     def _flexion(self, env) -> float:
         q = env.qpos_full()[R.ARM_DOF :]
@@ -153,15 +160,20 @@ class _GraspAndTurnExpert:
                 self.phase = "descend"
         if self.phase == "descend":
             goal = grasp_pos
-            if np.linalg.norm(goal - pos) < p["tol_descend"]:
-                self.phase = "close"
+        if self.phase == "descend" and np.linalg.norm(grasp_pos - pos) < p["tol_descend"]:
+            self.phase, self.close_angle = "close", env.obj.joint_angle()
+        if self.phase == "close" and abs(env.obj.joint_angle() - self.close_angle) > p["close_slip"]:
+            self.phase = "reach"  # the part got away while closing: approach it afresh
+            grasp_pos, grasp_rot = self._grasp(env)
+            goal, r_des = grasp_pos + np.array([0.0, 0.0, p["hover"]]), grasp_rot
         if self.phase == "close":
             grasp_pos, grasp_rot = self._grasp(env)  # the grasp pose may depend on the phase
             goal, r_des = grasp_pos, grasp_rot
-            hand = p["close"]
+            near = np.linalg.norm(goal - pos) < p["close_tol"]
+            near = near or abs(env.obj.joint_angle() - self.close_angle) > p["close_touch"]  # already moving it
+            hand = p["close"] if near else 0.0  # close once at the grasp pose
             qvel = np.asarray(env.robot.get_qvel())[env._perm][R.ARM_DOF :]
             flex_vel = np.abs([qvel[4 * f + k] for f in range(3) for k in (1, 2, 3)]).mean()
-            near = np.linalg.norm(goal - pos) < p["close_tol"]
             if self._flexion(env) > p["min_flex"] and flex_vel < p["stall_vel"] and near:
                 self.phase = "turn"
         if self.phase in ("turn", "after"):
@@ -174,10 +186,18 @@ class _GraspAndTurnExpert:
         if self.phase == "after":
             goal, r_des = self._after_turn(env, palm)
 
+        if self.phase == "reach" and p["ik_reach"]:
+            q_goal = self._ik(env, goal, r_des)
+            if q_goal is not None:
+                step = np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
+                self.target[: R.ARM_DOF] += step
+                self.target[R.ARM_DOF :] = self._hand(env, hand)
+                return self.target.copy()
         v = p["kp"] * (goal - pos)
         n = np.linalg.norm(v)
-        if n > p["vmax"]:
-            v *= p["vmax"] / n
+        vmax = p["vmax_close"] if self.phase == "close" else p["vmax"]
+        if n > vmax:
+            v *= vmax / n
         w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
         arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
         q_arm = env.qpos_full()[: R.ARM_DOF]
@@ -187,6 +207,29 @@ class _GraspAndTurnExpert:
 
     def _hand(self, env, amount: float) -> np.ndarray:
         return hand_pose(env, amount)
+
+    def _ik(self, env, pos, rot) -> np.ndarray | None:
+        """Arm joint positions (action order) that put the palm centre at (pos, rot), by
+        SAPIEN's CLIK from the previous solution (or the current targets); None if it fails."""
+        if env._pin is None:
+            env._pin = env.robot.create_pinocchio_model()
+        perm = env._perm
+        q0 = self.q_ik if self.q_ik is not None else self.target[: R.ARM_DOF]
+        full = np.zeros(env.action_dim)
+        full[perm] = np.concatenate([q0, self.target[R.ARM_DOF :]])
+        mask = np.zeros(env.action_dim, np.int32)
+        mask[perm[: R.ARM_DOF]] = 1
+        m = np.eye(4)
+        m[:3, :3], m[:3, 3] = rot, pos
+        import sapien
+
+        goal = env.robot.root.entity_pose.inv() * sapien.Pose(m)
+        q, ok, _ = env._pin.compute_inverse_kinematics(env._palm.index, goal, full, mask, max_iterations=200)
+        if not ok:
+            return None
+        lim = env.joint_limits()[: R.ARM_DOF]
+        self.q_ik = np.clip(np.asarray(q)[perm][: R.ARM_DOF], lim[:, 0], lim[:, 1])
+        return self.q_ik
 
 
 class DexArtBucketExpert(_GraspAndTurnExpert):
@@ -239,12 +282,18 @@ class DexArtFaucetExpert(_GraspAndTurnExpert):
     DEFAULTS = dict(
         grasp_gap=0.003,  # palm surface this far from the lever's surface
         grasp_dz=0.038,  # palm centre above the lever's axis
-        grasp_along=0.0,  # palm centre shifted along the lever (+ = toward its tip)
-        approach=0.085,  # m behind the lever (along -t) while reaching and descending
-        turn_to=1.72,
+        hub_clear=0.065,  # palm centre this far out from the hub's / column's rim (ring finger clears them)
+        tip_clear=0.0,  # ... but at most this far out from the lever's end (middle finger on the lever)
+        approach=0.13,  # m behind the lever (along -t) while reaching and descending
+        ik_reach=True,
+        vmax_close=0.08,  # slide in gently: a hard knock flings the lever away
+        close_slip=0.4,
+        close_touch=0.04,
+        min_flex=0.8,
+        turn_to=1.9,  # past the handle's stop (1.8): the palm keeps pressing it there
         hover=0.1,
         close_tol=0.01,
-        close=1.0,  # extra curl of the distal segments when closed
+        close=1.0,  # 0: an L slid under the lever, 1: curled up around it
     )
 
     def _lever_dir(self, env) -> np.ndarray:
@@ -261,19 +310,29 @@ class DexArtFaucetExpert(_GraspAndTurnExpert):
         back = float(env.obj.params.get("lever_radius", 0.01)) + self.p["grasp_gap"]
         if self.phase in ("reach", "descend"):
             back += self.p["approach"]
-        pos = grip - back * t + self.p["grasp_along"] * u + np.array([0.0, 0.0, self.p["grasp_dz"]])
+        axis_p = env.obj.joint.get_global_pose().p.astype(np.float64)
+        r_grip = float((grip - axis_p) @ u)
+        prm = env.obj.params
+        r = max(prm.get("hub_radius", 0.03), prm.get("col_radius", 0.03)) + self.p["hub_clear"]
+        if "lever_len" in prm:  # keep the middle finger on the lever
+            r = min(r, prm["lever_len"] + self.p["tip_clear"])
+        pos = grip + (r - r_grip) * u - back * t + np.array([0.0, 0.0, self.p["grasp_dz"]])
         return pos, _palm_rotation(t, [0, 0, -1])
 
     def _hand(self, env, amount: float) -> np.ndarray:
         q = np.zeros(R.HAND_DOF)
-        for f in range(3):  # index, middle, ring: a C (proximal out, middle up) + distal curl
-            q[4 * f + 1] = 1.5
-            q[4 * f + 2] = 1.5
-            q[4 * f + 3] = 0.3 + 0.6 * amount
+        for f in range(3):  # index, middle, ring: an L (proximal out) that closes into a C (middle up)
+            q[4 * f + 1] = 1.5 + 0.3 * amount  # closed: at the joint limits, squeezing the lever
+            q[4 * f + 2] = 1.9 * amount
+            q[4 * f + 3] = 1.8 * amount
         q[12] = 1.3  # thumb tucked in front of the palm's heel
         q[13] = 0.3
         lim = env.joint_limits()[R.ARM_DOF :]
         return np.clip(q, lim[:, 0], lim[:, 1])
+
+    def _flexion(self, env) -> float:
+        q = env.qpos_full()[R.ARM_DOF :]
+        return float(np.mean([q[4 * f + 2] for f in range(3)]))
 
     def _turn_to(self, env) -> float:
         return self.p["turn_to"]
