@@ -338,4 +338,118 @@ class DexArtFaucetExpert(_GraspAndTurnExpert):
         return self.p["turn_to"]
 
 
-EXPERTS = {"dexart_bucket": DexArtBucketExpert, "dexart_faucet": DexArtFaucetExpert}
+class _LidExpert(_GraspAndTurnExpert):
+    """Open a lid hinged at its back edge (laptop, toilet): lift its front edge with the
+    fingertips, then push it open with the palm flat on its inner face.
+
+    Phases: reach (IK, palm up, fingers level and pointing at the hinge, `approach` m out
+    in front of the lid) -> insert (slide in until the fingertips are under the front edge
+    or the lid moves) -> lift (the grasp follows the lid about its hinge, leading it by at
+    most `max_lead`, until it is `lift_to` rad open) -> push (the palm moves onto the lid's
+    inner face, `s_in` m in from the front edge, and keeps pushing it past its stop, where
+    palm and fingers stay pressed on it: DexArt's contact rule).
+    """
+
+    DEFAULTS = dict(
+        out=0.15,  # palm centre this far in front of the lid's front edge while lifting (fingertips under it)
+        h0=0.012,  # palm surface this far below the front edge's underside while inserting
+        approach=0.06,
+        lift_to=1.15,  # rad: then switch to pushing with the palm
+        s_in=0.05,  # palm centre this far in from the front edge while pushing
+        press=0.006,  # palm this far into the lid's inner face while pushing
+        overshoot=0.15,  # push toward the open stop + this (rad): keep pressing there
+        ik_reach=True,
+        vmax_close=0.1,
+        max_lead=0.3,
+        tol_reach=0.015,
+    )
+
+    def reset(self, env, seed: int) -> None:
+        super().reset(env, seed)
+        self.phase = "reach"
+
+    def _front_local(self, env) -> np.ndarray:
+        """The front edge's underside, in the lid link's frame."""
+        g = np.asarray(env.obj.grip_local.p, np.float64)
+        lt = float(env.obj.params.get("lid_thick", 0.0))
+        return g - np.array([0.01, 0.0, lt + 0.001]) if "lid_thick" in env.obj.params else g
+
+    def _frames(self, env):
+        lid = _mat(env.obj.part.entity_pose)
+        front = lid[:3, :3] @ self._front_local(env) + lid[:3, 3]
+        f = lid[:3, 0].copy()
+        f[2] = 0.0
+        f /= np.linalg.norm(f)  # level, toward the hinge
+        return lid, front, f
+
+    def _turn_to(self, env) -> float:
+        return env.obj.q_goal + self.p["overshoot"]
+
+    def _grasp_lost(self, env, palm) -> bool:
+        return False
+
+    def act(self, env) -> np.ndarray:
+        p = self.p
+        palm = _mat(env.palm_pose())
+        pos = palm[:3, 3]
+        lid, front, f = self._frames(env)
+        z = np.array([0.0, 0.0, 1.0])
+        r_level = _palm_rotation(z, f)
+        angle = env.obj.joint_angle()
+        if self.phase == "reach":
+            goal, r_des = front - f * (p["out"] + p["approach"]) - z * p["h0"], r_level
+            if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_des @ palm[:3, :3].T)) < 0.1:
+                self.phase, self.close_angle = "insert", angle
+        if self.phase == "insert":
+            goal, r_des = front - f * p["out"] - z * p["h0"], r_level
+            if np.linalg.norm(goal - pos) < 0.008 or angle - self.close_angle > 0.02:
+                self.phase = "lift"
+        if self.phase == "lift" and angle > p["lift_to"]:
+            self.phase = "push"
+            rel = np.eye(4)
+            rel[:3, :3] = _palm_rotation([0, 0, 1], [1, 0, 0])  # palm on the inner face, fingers to the hinge
+            rel[:3, 3] = self._front_local(env) + np.array([p["s_in"], 0.0, p["press"]])
+            self.grasp_rel = rel
+        if self.phase in ("lift", "push"):
+            goal, r_des = self._turn_goal(env, palm)
+        v = p["kp"] * (goal - pos)
+        n = np.linalg.norm(v)
+        vmax = p["vmax_close"] if self.phase == "insert" else p["vmax"]
+        if n > vmax:
+            v *= vmax / n
+        if self.phase == "reach":
+            q_goal = self._ik(env, goal, r_des)
+            if q_goal is not None:
+                self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
+                self.target[R.ARM_DOF :] = self._hand(env, 0.0)
+                return self.target.copy()
+        w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
+        arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
+        q_arm = env.qpos_full()[: R.ARM_DOF]
+        self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)
+        self.target[R.ARM_DOF :] = self._hand(env, 0.0)
+        return self.target.copy()
+
+    def _hand(self, env, amount: float) -> np.ndarray:
+        q = np.zeros(R.HAND_DOF)
+        q[12] = 0.3  # thumb out of the way, beside the palm
+        lim = env.joint_limits()[R.ARM_DOF :]
+        return np.clip(q, lim[:, 0], lim[:, 1])
+
+
+class DexArtLaptopExpert(_LidExpert):
+    __doc__ = _LidExpert.__doc__
+    name = "dexart_laptop"
+
+
+class DexArtToiletExpert(_LidExpert):
+    __doc__ = _LidExpert.__doc__
+    name = "dexart_toilet"
+
+
+EXPERTS = {
+    "dexart_bucket": DexArtBucketExpert,
+    "dexart_faucet": DexArtFaucetExpert,
+    "dexart_laptop": DexArtLaptopExpert,
+    "dexart_toilet": DexArtToiletExpert,
+}
