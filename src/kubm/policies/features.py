@@ -272,3 +272,33 @@ def config_from_dict(cls, d: dict, what: str):
     if unknown:
         raise ValueError(f"unknown {what} config key(s) {unknown}; known: {sorted(known)}")
     return cls(**d)
+
+
+@dataclass
+class ChunkData:
+    """Training data of the receding-horizon policies: per-step observations [qpos; φ; c] and
+    actions of every episode, concatenated, with uniform sampling of (episode, t) windows."""
+
+    obs: np.ndarray  # (N, d_q + d_flow + d_c) float32
+    action: np.ndarray  # (N, d_q) float32
+    lengths: np.ndarray  # (E,) int64
+
+    @classmethod
+    def from_episodes(cls, episodes) -> ChunkData:
+        if not episodes:
+            raise FeatureError("no training episodes")
+        return cls(obs=np.concatenate([observation_rows(e) for e in episodes]),
+                   action=np.concatenate([e.action for e in episodes]).astype(np.float32),
+                   lengths=np.array([len(e) for e in episodes], np.int64))
+
+    def windows(self, rows: np.ndarray, n_obs: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Windows at flat step indices ``rows`` (into the concatenation): obs (B, n_obs, d_o),
+        actions (B, horizon, d_q) (the last action repeats past the end), pad (B, horizon)."""
+        ends = np.cumsum(self.lengths)
+        ep = np.searchsorted(ends, rows, side="right")
+        t = rows - (ends - self.lengths)[ep]
+        oi, ai, pad = window_indices(self.lengths, ep, t, n_obs, horizon)
+        return self.obs[oi], self.action[ai], pad
+
+    def sample(self, rng: np.random.Generator, batch: int, n_obs: int, horizon: int):
+        return self.windows(rng.integers(0, len(self.obs), size=batch), n_obs, horizon)

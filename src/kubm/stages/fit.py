@@ -280,7 +280,107 @@ def _fit_regression(task: TaskConfig, config: dict, seed: int, train, test, ae, 
             "openloop_action_rms_rad": ol_test["action_rms_rad_overall"]}
 
 
-METHODS = {"kubm": _fit_kubm, "kodex": _fit_kodex, "regression": _fit_regression}
+def _plot_curve(curves: dict, path: Path, title: str, ylabel: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogy(curves["iteration"], curves["loss"], lw=0.6)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} ({curves['time_s'][-1]:.0f} s)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _chunk_errors(policy, episodes, n_obs: int, horizon: int, max_windows: int = 32, seed: int = 0) -> dict:
+    """Action RMS (rad) of chunks predicted from the true observation history at evenly
+    spread (episode, t) of ``episodes`` (padding past an episode's end excluded)."""
+    from kubm.policies.features import ChunkData
+
+    data = ChunkData.from_episodes(episodes)
+    rows = np.unique(np.linspace(0, len(data.obs) - 1, max_windows).round().astype(np.int64))
+    obs, act, pad = data.windows(rows, n_obs, horizon)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    se = [((policy.predict_chunk(o) - a) ** 2).mean(axis=1)[~p] for o, a, p in zip(obs, act, pad)]
+    return {"n_windows": len(rows), "chunk_action_rms_rad": float(np.sqrt(np.mean(np.concatenate(se)))),
+            "first_action_rms_rad": float(np.sqrt(np.mean([s[0] for s in se])))}
+
+
+def _check_reload_act(policy, tmp: Path, test, steps: int = 12) -> None:
+    """The saved model must act exactly like the in-memory one (same weights, same noise)."""
+    from kubm.policies import load_policy
+
+    ep = test.episodes[0]
+    loaded = load_policy(tmp)
+    for p in (policy, loaded):
+        p.reset()
+    for t in range(min(steps, len(ep))):
+        f = {"t": t, "qpos": ep.qpos[t], "flow": ep.flow[t], "context": ep.context}
+        if not np.array_equal(policy.act(f), loaded.act(f)):
+            raise RuntimeError(f"{tmp}: the reloaded model acts differently from the trained one (step {t})")
+    policy.reset()
+
+
+def _fit_chunk_policy(method: str, task: TaskConfig, config: dict, seed: int, train, test, tmp: Path,
+                      progress: bool) -> dict:
+    """Diffusion Policy / ACT: train on (observation history, action chunk) windows."""
+    from kubm.policies.features import ChunkData
+
+    if method == "diffusion":
+        from kubm.policies.diffusion import DiffusionConfig as Config
+        from kubm.policies.diffusion import DiffusionModel as Model
+        from kubm.policies.diffusion import DiffusionPolicy as Policy
+        from kubm.policies.diffusion import train_diffusion as train_fn
+    else:
+        from kubm.policies.act import ActConfig as Config
+        from kubm.policies.act import ActModel as Model
+        from kubm.policies.act import ActPolicy as Policy
+        from kubm.policies.act import train_act as train_fn
+    cfg = Config.from_dict(config["fit"].get(method) or {})
+    data = ChunkData.from_episodes(train.episodes)
+    lo, hi = action_limits(train)
+    torch.manual_seed(seed)
+    model = Model(cfg, train.d_q, train.d_flow, train.d_c)
+    model.set_statistics(data.obs, data.action, lo, hi)
+    t0 = time.perf_counter()
+    curves = train_fn(model, data, seed=seed, progress=progress, desc=f"fit {method} {task.id} seed{seed}")
+    train_s = time.perf_counter() - t0
+    policy = Policy(model, task_id=task.id, config_hash=task.hash(), feature_attrs=train.attrs, seed=seed,
+                    extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
+                                       "final_loss": curves["loss"][-1], "stopped": curves["stopped"],
+                                       "n_train_demos": len(train.episodes)}, **_provenance()})
+    policy.save(tmp)
+    _check_reload_act(policy, tmp, test)
+    (tmp / "curves.json").write_text(json.dumps(curves))
+    _plot_curve(curves, tmp / "loss.png", f"{method} training", "loss")
+    n_obs, horizon = policy.n_obs_steps, policy.chunk_size
+    err_train = _chunk_errors(policy, train.episodes, n_obs, horizon)
+    err_test = _chunk_errors(policy, test.episodes, n_obs, horizon)
+    _summary_diag(tmp, {"chunk_errors_train": err_train, "chunk_errors_test": err_test, "final_loss": curves["loss"][-1],
+                        "iterations": len(curves["loss"]), "train_wall_s": round(train_s, 2),
+                        "stopped": curves["stopped"], "n_parameters": int(sum(p.numel() for p in model.parameters()))})
+    return {"method": method, "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],
+            "train_wall_s": round(train_s, 2), "stopped": curves["stopped"],
+            "train_chunk_action_rms_rad": err_train["chunk_action_rms_rad"],
+            "test_chunk_action_rms_rad": err_test["chunk_action_rms_rad"]}
+
+
+def _fit_diffusion(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
+    """Diffusion Policy (the flow AE is not used)."""
+    return _fit_chunk_policy("diffusion", task, config, seed, train, test, tmp, progress)
+
+
+def _fit_act(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
+    """ACT (the flow AE is not used)."""
+    return _fit_chunk_policy("act", task, config, seed, train, test, tmp, progress)
+
+
+METHODS = {"kubm": _fit_kubm, "kodex": _fit_kodex, "regression": _fit_regression, "diffusion": _fit_diffusion}
 
 
 def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, test: Path, ae_dir: Path | None,

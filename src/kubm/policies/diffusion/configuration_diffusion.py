@@ -1,0 +1,88 @@
+"""Typed configuration of a Diffusion Policy model.
+
+The first block mirrors the pipeline config keys ``fit.diffusion.*``; the second holds
+settings that keep their defaults in the pipeline (ablations, tests). Both are saved in
+the model's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubm.policies.features import config_from_dict
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "sample")
+
+
+@dataclass
+class DiffusionConfig:
+    # --- pipeline keys: fit.diffusion.* --------------------------------------------------
+    horizon: int = 16  # predicted action chunk a_t … a_{t+horizon−1}
+    n_obs_steps: int = 2  # observations o_{t−n_obs+1} … o_t conditioned on
+    n_action_steps: int = 8  # actions of each chunk executed before predicting again
+    down_dims: list[int] = field(default_factory=lambda: [32, 64, 128])
+    kernel_size: int = 5
+    n_groups: int = 8
+    step_embed_dim: int = 64
+    num_train_timesteps: int = 100
+    num_inference_steps: int = 10
+    iterations: int = 6000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    ema_decay: float = 0.999
+    time_budget_s: float | None = None
+    # --- not pipeline keys ----------------------------------------------------------------
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    lr_warmup_steps: int = 100
+    inference_seed: int = 0  # seeds the sampling noise at every reset(): reproducible rollouts
+
+    PIPELINE_KEYS = ("horizon", "n_obs_steps", "n_action_steps", "down_dims", "kernel_size", "n_groups",
+                     "step_embed_dim", "num_train_timesteps", "num_inference_steps", "iterations", "batch_size",
+                     "lr", "weight_decay", "ema_decay", "time_budget_s")
+
+    def __post_init__(self) -> None:
+        self.down_dims = [int(d) for d in self.down_dims]
+        problems = []
+        for name in ("horizon", "n_obs_steps", "n_action_steps", "kernel_size", "n_groups", "num_train_timesteps",
+                     "num_inference_steps", "iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.n_action_steps > self.horizon:
+            problems.append(f"n_action_steps={self.n_action_steps} must be <= horizon={self.horizon}")
+        if not self.down_dims or any(d < 1 for d in self.down_dims):
+            problems.append(f"down_dims={self.down_dims} needs at least one width >= 1")
+        elif self.horizon % 2 ** (len(self.down_dims) - 1):
+            problems.append(f"horizon={self.horizon} must be a multiple of 2^(len(down_dims)-1) = "
+                            f"{2 ** (len(self.down_dims) - 1)} (the U-Net halves it per level)")
+        elif any(d % self.n_groups for d in self.down_dims):
+            problems.append(f"down_dims={self.down_dims} must be multiples of n_groups={self.n_groups}")
+        if self.step_embed_dim < 2 or self.step_embed_dim % 2:
+            problems.append(f"step_embed_dim={self.step_embed_dim} must be even and >= 2")
+        if self.num_inference_steps > self.num_train_timesteps:
+            problems.append(f"num_inference_steps={self.num_inference_steps} must be <= num_train_timesteps")
+        if not self.lr > 0 or self.weight_decay < 0:
+            problems.append("lr must be > 0 and weight_decay >= 0")
+        if not 0 <= self.ema_decay <= 1:
+            problems.append(f"ema_decay={self.ema_decay} must be in [0, 1]")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            problems.append(f"beta_schedule={self.beta_schedule!r} not in {BETA_SCHEDULES}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            problems.append(f"prediction_type={self.prediction_type!r} not in {PREDICTION_TYPES}")
+        if self.lr_warmup_steps < 0:
+            problems.append(f"lr_warmup_steps={self.lr_warmup_steps} must be >= 0")
+        if problems:
+            raise ValueError("invalid Diffusion Policy config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
+        return config_from_dict(cls, d, "Diffusion Policy")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,392 @@
+"""Diffusion Policy baseline (Chi et al., RSS 2023), CNN variant, on flow features.
+
+Observation o_t = [qpos_t ; φ_t ; c] (φ the unscaled flow latent), standardised with the
+training mean/std; actions scaled to [−1, 1] with the training min/max. The model denoises
+an action chunk A_t = a_t … a_{t+H−1} conditioned on the last ``n_obs_steps`` observations
+(flattened, with the diffusion-step embedding, into one FiLM conditioning vector):
+
+    ConditionalUnet1D: Conv1d residual blocks over time (GroupNorm, Mish), each modulated by
+    FiLM (per-channel scale and bias from the conditioning); down-sampling by strided conv,
+    skip connections, up-sampling by transposed conv.
+
+Training: DDPM forward process (``diffusers.DDPMScheduler``, squared-cosine betas), the
+network predicts the noise (ε), MSE; AdamW with linear warm-up and cosine decay; an EMA of
+the weights (warm-up ``min(decay, (1+k)/(10+k))``) is what is saved. Inference: DDIM
+(``diffusers.DDIMScheduler``, η = 0) with ``num_inference_steps`` steps from Gaussian noise
+drawn from a generator re-seeded at every ``reset()``, so a rollout is reproducible.
+
+Execution (``act``): observations are kept in a history of ``n_obs_steps`` (the first one
+repeated at the start); when the queue of planned actions is empty, a chunk is predicted
+and its first ``n_action_steps`` actions are queued. Actions are clipped to the training
+action limits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kubm.policies.diffusion.configuration_diffusion import DiffusionConfig
+from kubm.policies.features import (
+    ChunkData,
+    block_statistics,
+    check_vector,
+    policy_header,
+    recorded_feature_attrs,
+)
+
+METHOD = "diffusion"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------
+# network
+# ---------------------------------------------------------------------------------------
+
+class SinusoidalEmbedding(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        arg = t.float()[:, None] * freqs[None]
+        return torch.cat([arg.sin(), arg.cos()], dim=-1)
+
+
+class ConvNormAct(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, groups: int):
+        super().__init__(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(groups, c_out), nn.Mish())
+
+
+class FiLMResBlock(nn.Module):
+    """Two conv blocks; the first one's output is modulated per channel by (1 + γ)·h + β from cond."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int, kernel: int, groups: int):
+        super().__init__()
+        self.conv1 = ConvNormAct(c_in, c_out, kernel, groups)
+        self.conv2 = ConvNormAct(c_out, c_out, kernel, groups)
+        self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * c_out))
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        gamma, beta = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
+        h = self.conv2(h * (1 + gamma) + beta)
+        return h + self.skip(x)
+
+
+class ConditionalUnet1D(nn.Module):
+    """(B, T, d_a) noisy chunk, (B,) diffusion step, (B, d_cond) → (B, T, d_a)."""
+
+    def __init__(self, d_action: int, d_cond: int, down_dims: list[int], kernel: int, groups: int, step_dim: int):
+        super().__init__()
+        self.step_encoder = nn.Sequential(SinusoidalEmbedding(step_dim), nn.Linear(step_dim, 4 * step_dim), nn.Mish(),
+                                          nn.Linear(4 * step_dim, step_dim))
+        cond = step_dim + d_cond
+        dims = [d_action, *down_dims]
+        n = len(down_dims)
+        self.down = nn.ModuleList()
+        for i in range(n):
+            last = i == n - 1
+            self.down.append(nn.ModuleList([
+                FiLMResBlock(dims[i], dims[i + 1], cond, kernel, groups),
+                FiLMResBlock(dims[i + 1], dims[i + 1], cond, kernel, groups),
+                nn.Identity() if last else nn.Conv1d(dims[i + 1], dims[i + 1], 3, stride=2, padding=1)]))
+        mid = down_dims[-1]
+        self.mid = nn.ModuleList([FiLMResBlock(mid, mid, cond, kernel, groups),
+                                  FiLMResBlock(mid, mid, cond, kernel, groups)])
+        self.up = nn.ModuleList()
+        for i in reversed(range(1, n)):  # levels n-1 … 1: concatenate the skip, go to the width below
+            self.up.append(nn.ModuleList([
+                FiLMResBlock(2 * dims[i + 1], dims[i], cond, kernel, groups),
+                FiLMResBlock(dims[i], dims[i], cond, kernel, groups),
+                nn.ConvTranspose1d(dims[i], dims[i], 4, stride=2, padding=1)]))
+        self.final = nn.Sequential(ConvNormAct(down_dims[0], down_dims[0], kernel, groups),
+                                   nn.Conv1d(down_dims[0], d_action, 1))
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if timestep.ndim == 0:
+            timestep = timestep.expand(sample.shape[0])
+        c = torch.cat([self.step_encoder(timestep), cond], dim=-1)
+        x = sample.transpose(1, 2)  # (B, d_a, T)
+        skips = []
+        for res1, res2, down in self.down:
+            x = res2(res1(x, c), c)
+            skips.append(x)
+            x = down(x)
+        for res in self.mid:
+            x = res(x, c)
+        for res1, res2, up in self.up:
+            x = torch.cat([x, skips.pop()], dim=1)
+            x = up(res2(res1(x, c), c))
+        return self.final(x).transpose(1, 2)
+
+
+def make_schedulers(cfg: DiffusionConfig):
+    """(DDPMScheduler for training, DDIMScheduler for inference) with the same betas."""
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+    common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, clip_sample=True,
+                  prediction_type=cfg.prediction_type)
+    return DDPMScheduler(variance_type="fixed_small", **common), DDIMScheduler(set_alpha_to_one=True, **common)
+
+
+class DiffusionModel(nn.Module):
+    """U-Net plus the normalisation statistics and action limits (buffers, saved with it)."""
+
+    def __init__(self, config: DiffusionConfig, d_q: int, d_flow: int, d_c: int):
+        super().__init__()
+        self.config = config
+        self.d_q, self.d_flow, self.d_c = int(d_q), int(d_flow), int(d_c)
+        self.d_obs = self.d_q + self.d_flow + self.d_c
+        self.register_buffer("obs_mean", torch.zeros(self.d_obs))
+        self.register_buffer("obs_std", torch.ones(self.d_obs))
+        self.register_buffer("action_min", -torch.ones(self.d_q))  # [-1, 1] scaling
+        self.register_buffer("action_max", torch.ones(self.d_q))
+        self.register_buffer("action_low", torch.full((self.d_q,), -math.inf))  # clip limits
+        self.register_buffer("action_high", torch.full((self.d_q,), math.inf))
+        self.unet = ConditionalUnet1D(self.d_q, config.n_obs_steps * self.d_obs, config.down_dims,
+                                      config.kernel_size, config.n_groups, config.step_embed_dim)
+
+    @torch.no_grad()
+    def set_statistics(self, obs_rows: np.ndarray, action_rows: np.ndarray, action_low=None, action_high=None):
+        mean, std = block_statistics(obs_rows, (self.d_q, self.d_flow, self.d_c))
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        a = np.asarray(action_rows, np.float64)
+        lo, hi = a.min(axis=0), a.max(axis=0)
+        span = hi - lo
+        flat = span < 1e-6  # a joint that never moves: unit range centred on its value
+        lo, hi = np.where(flat, lo - 1.0, lo), np.where(flat, hi + 1.0, hi)
+        self.action_min.copy_(torch.as_tensor(lo, dtype=torch.float32))
+        self.action_max.copy_(torch.as_tensor(hi, dtype=torch.float32))
+        if action_low is not None:
+            self.action_low.copy_(torch.as_tensor(action_low, dtype=torch.float32))
+        if action_high is not None:
+            self.action_high.copy_(torch.as_tensor(action_high, dtype=torch.float32))
+
+    def normalise_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def normalise_action(self, a: torch.Tensor) -> torch.Tensor:
+        return 2 * (a - self.action_min) / (self.action_max - self.action_min) - 1
+
+    def denormalise_action(self, a: torch.Tensor) -> torch.Tensor:
+        return (a + 1) / 2 * (self.action_max - self.action_min) + self.action_min
+
+    def condition(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, n_obs, d_obs) raw observations → (B, n_obs·d_obs) conditioning."""
+        return self.normalise_obs(obs).flatten(1)
+
+    def compute_loss(self, batch: dict, noise_scheduler, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, dict]:
+        """batch: ``obs`` (B, n_obs, d_obs), ``action`` (B, H, d_q), raw. ε- (or sample-) MSE."""
+        x0 = self.normalise_action(batch["action"])
+        B = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (B,), generator=generator)
+        noisy = noise_scheduler.add_noise(x0, noise, t)
+        pred = self.unet(noisy, t, self.condition(batch["obs"]))
+        target = noise if self.config.prediction_type == "epsilon" else x0
+        loss = nn.functional.mse_loss(pred, target)
+        return loss, {"mse": float(loss.detach())}
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, n_obs, d_obs) → (B, H, d_q) actions (denormalised, clipped to the action limits)."""
+        cond = self.condition(obs)
+        x = torch.randn((obs.shape[0], self.config.horizon, self.d_q), generator=generator)
+        scheduler.set_timesteps(self.config.num_inference_steps)
+        for t in scheduler.timesteps:
+            out = self.unet(x, t, cond)
+            x = scheduler.step(out, t, x).prev_sample
+        a = self.denormalise_action(x.clamp(-1, 1))
+        return torch.maximum(torch.minimum(a, self.action_high), self.action_low)
+
+
+# ---------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------
+
+class EMA:
+    """Exponential moving average of parameters, decay min(max_decay, (1+k)/(10+k)) at step k."""
+
+    def __init__(self, params, max_decay: float):
+        self.params = [p for p in params]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.max_decay, self.step = float(max_decay), 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.step += 1
+        d = min(self.max_decay, (1 + self.step) / (10 + self.step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            p.copy_(s)
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(k: int) -> float:
+        if k < warmup:
+            return (k + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (k - warmup) / max(1, total - warmup))))
+    return f
+
+
+def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, progress: bool = False,
+                    desc: str = "fit diffusion") -> dict:
+    """Train the U-Net on windows of ``data``; leaves the EMA weights in ``model``. Returns
+    curves: iteration, loss, time_s, stopped. Raises FloatingPointError on a non-finite loss."""
+    from tqdm import tqdm
+
+    cfg = model.config
+    noise_sched, _ = make_schedulers(cfg)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    params = list(model.unet.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay,
+                            foreach=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_warmup_steps, cfg.iterations))
+    ema = EMA(params, cfg.ema_decay)
+    curves = {"iteration": [], "loss": [], "time_s": [], "stopped": "iterations"}
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
+    for it in range(1, cfg.iterations + 1):
+        obs, act, _ = data.sample(rng, cfg.batch_size, cfg.n_obs_steps, cfg.horizon)
+        loss, _ = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act)}, noise_sched, gen)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            bar.close()
+            raise FloatingPointError(f"Diffusion Policy fit diverged (seed {seed}, iteration {it}): loss is {value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update()
+        elapsed = time.perf_counter() - t0
+        curves["iteration"].append(it)
+        curves["loss"].append(value)
+        curves["time_s"].append(round(elapsed, 4))
+        bar.update(1)
+        if it % 20 == 0:
+            bar.set_postfix(loss=f"{value:.4g}")
+        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations:
+            curves["stopped"] = f"time_budget_s after {it} iterations"
+            break
+    bar.close()
+    ema.copy_to()
+    model.eval()
+    return curves
+
+
+# ---------------------------------------------------------------------------------------
+# policy
+# ---------------------------------------------------------------------------------------
+
+class DiffusionPolicy:
+    """Receding-horizon execution of a trained Diffusion Policy: ``reset()``, ``act(features)``."""
+
+    method = METHOD
+
+    def __init__(self, model: DiffusionModel, *, task_id: str | None = None, config_hash: str | None = None,
+                 feature_attrs: dict | None = None, seed: int | None = None, extra: dict | None = None):
+        self.model = model.eval()
+        self.task_id, self.config_hash, self.seed = task_id, config_hash, seed
+        self.feature_attrs = recorded_feature_attrs(feature_attrs)
+        self.extra = dict(extra or {})
+        self.source: str | None = None
+        _, self.scheduler = make_schedulers(model.config)
+        self.reset()
+
+    config = property(lambda self: self.model.config)
+    n_obs_steps = property(lambda self: self.model.config.n_obs_steps)
+    chunk_size = property(lambda self: self.model.config.horizon)
+    d_q = property(lambda self: self.model.d_q)
+    d_flow = property(lambda self: self.model.d_flow)
+    d_c = property(lambda self: self.model.d_c)
+
+    def reset(self) -> None:
+        """Start an episode: empty history and action queue, sampling noise re-seeded."""
+        self._history: deque = deque(maxlen=self.config.n_obs_steps)
+        self._queue: deque = deque()
+        self._gen = torch.Generator().manual_seed(int(self.config.inference_seed))
+
+    def observation(self, qpos, flow, context) -> np.ndarray:
+        return np.concatenate([check_vector("qpos", qpos, self.d_q), check_vector("flow", flow, self.d_flow),
+                               check_vector("context", context, self.d_c)])
+
+    def predict_chunk(self, obs_history: np.ndarray) -> np.ndarray:
+        """(n_obs, d_obs) raw observations (oldest first) → (horizon, d_q) actions."""
+        obs = torch.as_tensor(np.asarray(obs_history, np.float32))[None]
+        return self.model.sample(obs, self.scheduler, self._gen)[0].numpy()
+
+    def act(self, features: dict) -> np.ndarray:
+        """features: ``qpos``, ``flow`` (current latent), ``context``, ``t``; returns a_t."""
+        if features.get("t") == 0 and self._history:
+            self.reset()
+        o = self.observation(features["qpos"], features["flow"], features.get("context"))
+        if not self._history:
+            self._history.extend([o] * self.config.n_obs_steps)
+        else:
+            self._history.append(o)
+        if not self._queue:
+            chunk = self.predict_chunk(np.stack(self._history))
+            self._queue.extend(chunk[: self.config.n_action_steps])
+        return self._queue.popleft().astype(np.float32)
+
+    # -- persistence ---------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {**policy_header(METHOD, FORMAT_VERSION, self, self.config.to_dict()),
+                "obs_layout": "[qpos (d_q); flow latent (d_flow); context (d_c)], standardised",
+                "weights": "EMA", **self.extra}
+
+    def save(self, directory) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS), metadata={"method": METHOD})
+        (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2, allow_nan=False))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> DiffusionPolicy:
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{directory}: no {p.name}; not a saved Diffusion Policy model "
+                                        "(run `kubm fit ... --method diffusion`)")
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("method") != METHOD:
+            raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {METHOD!r}")
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
+        model = DiffusionModel(DiffusionConfig.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
+        try:
+            model.load_state_dict(load_file(str(w_path)), strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{directory}: weights do not match config.json ({e})") from e
+        known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c", "features",
+                 "obs_layout", "weights"}
+        policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),
+                     feature_attrs=meta.get("features"), seed=meta.get("seed"),
+                     extra={k: v for k, v in meta.items() if k not in known})
+        policy.source = str(directory)
+        return policy
