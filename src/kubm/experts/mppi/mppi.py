@@ -217,7 +217,7 @@ class MPPIExpert(ParametrisedExpert):
 
     # Per-task values for the params left at None (tuned on training seeds).
     TASK_DEFAULTS = {
-        "pen": dict(samples=32, horizon=20, temperature=0.05, sigma=0.4),
+        "pen": dict(samples=16, horizon=20, temperature=0.05, sigma=0.4),
         "hammer": dict(samples=16, horizon=16, temperature=0.1, sigma=0.5),
         "door": dict(samples=32, horizon=16, temperature=0.1, sigma=0.4),
         "relocate": dict(samples=32, horizon=16, temperature=0.1, sigma=0.4),
