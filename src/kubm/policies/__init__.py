@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 
 from kubm.policies.features import FeatureError, IncompatibleError, check_compatible
+from kubm.policies.act import ActPolicy
 from kubm.policies.diffusion import DiffusionPolicy
 from kubm.policies.kodex import KodexPolicy
 from kubm.policies.kubm import KubmPolicy
 from kubm.policies.regression import RegressionPolicy
 
 METHODS: dict[str, type] = {"kubm": KubmPolicy, "kodex": KodexPolicy, "regression": RegressionPolicy,
-                           "diffusion": DiffusionPolicy}
+                           "diffusion": DiffusionPolicy, "act": ActPolicy}
 
 
 def load_policy(directory, *, task_id: str | None = None, feature_attrs: dict | None = None):

@@ -380,7 +380,8 @@ def _fit_act(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Pa
     return _fit_chunk_policy("act", task, config, seed, train, test, tmp, progress)
 
 
-METHODS = {"kubm": _fit_kubm, "kodex": _fit_kodex, "regression": _fit_regression, "diffusion": _fit_diffusion}
+METHODS = {"kubm": _fit_kubm, "kodex": _fit_kodex, "regression": _fit_regression, "diffusion": _fit_diffusion,
+           "act": _fit_act}
 
 
 def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, test: Path, ae_dir: Path | None,

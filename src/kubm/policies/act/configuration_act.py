@@ -1,0 +1,71 @@
+"""Typed configuration of an ACT (Action Chunking with Transformers) model.
+
+The first block mirrors the pipeline config keys ``fit.act.*``; the second holds settings
+that keep their defaults in the pipeline (ablations, tests). Both are saved in the model's
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from kubm.policies.features import config_from_dict
+
+
+@dataclass
+class ActConfig:
+    # --- pipeline keys: fit.act.* --------------------------------------------------------
+    chunk_size: int = 20  # actions predicted per query
+    temporal_agg: bool = True  # temporal ensembling over every chunk that covers the step
+    ensemble_k: float = 0.01  # weights exp(−k·i), i = 0 the oldest prediction
+    n_action_steps: int | None = None  # without temporal_agg: actions executed per chunk (None = chunk_size)
+    d_model: int = 128
+    n_heads: int = 4
+    n_encoder_layers: int = 2
+    n_decoder_layers: int = 2
+    n_vae_encoder_layers: int = 2
+    dim_feedforward: int = 512
+    dropout: float = 0.1
+    latent_dim: int = 32
+    kl_weight: float = 10.0
+    iterations: int = 8000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    time_budget_s: float | None = None
+    # --- not pipeline keys ----------------------------------------------------------------
+    grad_clip: float = 10.0
+
+    PIPELINE_KEYS = ("chunk_size", "temporal_agg", "ensemble_k", "n_action_steps", "d_model", "n_heads",
+                     "n_encoder_layers", "n_decoder_layers", "n_vae_encoder_layers", "dim_feedforward", "dropout",
+                     "latent_dim", "kl_weight", "iterations", "batch_size", "lr", "weight_decay", "time_budget_s")
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("chunk_size", "d_model", "n_heads", "n_encoder_layers", "n_decoder_layers",
+                     "n_vae_encoder_layers", "dim_feedforward", "latent_dim", "iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.d_model % max(self.n_heads, 1):
+            problems.append(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
+        if self.n_action_steps is not None and not 1 <= self.n_action_steps <= self.chunk_size:
+            problems.append(f"n_action_steps={self.n_action_steps} must be in [1, chunk_size={self.chunk_size}] or null")
+        if self.ensemble_k < 0 or self.kl_weight < 0 or self.weight_decay < 0:
+            problems.append("ensemble_k, kl_weight and weight_decay must be >= 0")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if not self.lr > 0 or not self.grad_clip > 0:
+            problems.append("lr and grad_clip must be > 0")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
+        if problems:
+            raise ValueError("invalid ACT config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ActConfig:
+        return config_from_dict(cls, d, "ACT")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
