@@ -17,7 +17,24 @@ reset at 'left'. The grip point is DexArt's `update_handle_relative_pose` (the h
 handle vertex with the handle at 'middle', centred along y). The bucket is turned by
 pi about z (DexArt's yaw) and put on the table at x in [0, 0.05], y in [-0.025, 0.025].
 
-The faucet, laptop and toilet asset layouts are not supported yet.
+`PartNetAssets(task, ...)` generalises this to faucet, laptop and toilet, following
+DexArt's `FaucetEnv` / `LaptopEnv` / `ToiletEnv.load_instance`:
+
+    faucet: sapien/<id>/mobility.urdf + mobility_v2.json (the part is the 'hinge' named
+            'switch'; 'hinge'/'slider' entries count as DoFs), annotation/faucet_scale.json;
+            fixed root, density 7800, joint friction 5, reset at 0 (success: angle > 1.5).
+    laptop: sapien/<id>/mobility.urdf + mobility_v2.json (the part is the 'hinge'; 'free'
+            entries count as DoFs), annotation/laptop_scale.json (optional, default 1) and
+            laptop_joint_annotation.json ('left'/'middle'); fixed root, density 500, joint
+            friction 5, reset at left + 0.2; grip = the lid's highest vertex (x, z), mean y.
+    toilet: sapien/<id>/mobility.urdf, annotation/toilet_scale.json, toilet_joint_annotation.json
+            and toilet_joint.txt (a header line, then "<id> <lid joint> <lid link> <body link>
+            [<seat link>]"); fixed root, density 50, joint friction 5, every other joint locked,
+            reset at left + 0.25; grip = the lid vertex furthest along +x (x, z), mean y.
+
+The part's link and joint are identified as above; the base is the link named for the
+body (toilet) or the part joint's parent link. `env.py` builds these through
+`PartNetAssets(task, assets_dir, instances)` for any task in `ASSET_TASKS`.
 """
 
 from __future__ import annotations
@@ -50,7 +67,8 @@ INSTANCES = {
         "unseen": [101320, 102621, 102622, 102630, 102634, 102645, 102648, 102651, 102652, 102654, 102658],
     },
 }
-SUPPORTED = ("bucket",)
+SUPPORTED = ("bucket",)  # tasks env.py routes through BucketAssets
+ASSET_TASKS = ("bucket", "faucet", "laptop", "toilet")  # tasks PartNetAssets can load
 
 
 def all_instances(task: str) -> list[int]:
@@ -156,6 +174,165 @@ class BucketAssets:
         return obj
 
 
+class PartNetAssets:
+    """DexArt's PartNet-Mobility objects for one task: checks the files up front (naming any
+    missing one) and builds one seeded instance per reset."""
+
+    # DexArt: density, joint friction, opening added to 'left' at reset, fixed root
+    _LOAD = {
+        "faucet": dict(density=7800.0, friction=5.0, init_open=0.0),
+        "laptop": dict(density=500.0, friction=5.0, init_open=0.2),
+        "toilet": dict(density=50.0, friction=5.0, init_open=0.25),
+    }
+
+    def __new__(cls, task: str, assets_dir, instances=None):
+        if task == "bucket":
+            return BucketAssets(assets_dir, instances)
+        return super().__new__(cls)
+
+    def __init__(self, task: str, assets_dir, instances=None):
+        if task not in ASSET_TASKS:
+            raise ValueError(f"unknown dexart task {task!r}; PartNet assets exist for {', '.join(ASSET_TASKS)}")
+        self.task = task
+        self.root = Path(assets_dir).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dexart assets_dir {str(self.root)!r} is not a directory")
+        self.ids = resolve_instances(task, instances)
+        ann = self.root / "annotation"
+        scale_path = ann / f"{task}_scale.json"
+        self.scale = {} if task == "laptop" and not scale_path.is_file() else _read_json(scale_path)
+        self.joints = _read_json(ann / f"{task}_joint_annotation.json") if task != "faucet" else {}
+        self.toilet_joint = _read_toilet_joint(ann / "toilet_joint.txt") if task == "toilet" else {}
+        for i in self.ids:
+            d = self.instance_dir(i)
+            need = [d / "mobility.urdf"] + ([d / "mobility_v2.json"] if task != "toilet" else [])
+            for f in need:
+                if not f.is_file():
+                    raise FileNotFoundError(f"dexart assets: missing {f}")
+            if task != "laptop" and str(i) not in self.scale:
+                raise FileNotFoundError(f"dexart assets: {scale_path} has no entry for object id {i}")
+            if task != "faucet":
+                name = f"{task}_joint_annotation.json"
+                if str(i) not in self.joints:
+                    raise FileNotFoundError(f"dexart assets: {ann / name} has no entry for object id {i}")
+                if not {"left", "middle"} <= set(self.joints[str(i)]):
+                    raise ValueError(f"{ann / name}: id {i} needs 'left' and 'middle'")
+            if task == "toilet" and i not in self.toilet_joint:
+                raise FileNotFoundError(f"dexart assets: {ann / 'toilet_joint.txt'} has no line for object id {i}")
+
+    def instance_dir(self, i: int) -> Path:
+        return self.root / "sapien" / str(i)
+
+    def _part_index(self, art, i: int) -> int:
+        d = self.instance_dir(i)
+        if self.task == "toilet":
+            name = self.toilet_joint[i]["lid_joint"]
+            names = [j.name for j in art.active_joints]
+            if name not in names:
+                raise ValueError(f"{self.root / 'annotation' / 'toilet_joint.txt'}: id {i}'s lid joint {name!r} "
+                                 f"is not in its URDF (active joints: {names})")
+            return names.index(name)
+        if self.task == "faucet":
+            return _hinge_index(d / "mobility_v2.json", art.dof, count=("hinge", "slider"), name="switch")
+        return _hinge_index(d / "mobility_v2.json", art.dof, count=("free",), name=None)
+
+    def build(self, scene, rng: np.random.Generator, *, visual: bool) -> O.ArticulatedObject:
+        task, cfg = self.task, self._LOAD[self.task]
+        i = int(self.ids[rng.integers(len(self.ids))])
+        pos = (rng.uniform(0.0, 0.1), rng.uniform(-0.05, 0.05))  # DexArt: rand_pos 0.1 (faucet, laptop)
+        d = self.instance_dir(i)
+        loader = scene.create_urdf_loader()
+        loader.fix_root_link = True
+        loader.load_multiple_collisions_from_file = True
+        loader.scale = float(self.scale.get(str(i), 1.0))
+        loader.set_material(1.0, 1.0, 0.1)
+        loader.set_density(cfg["density"])  # DexArt's loader config {'density': ...}
+        urdf = d / "mobility.urdf"
+        if not visual:
+            urdf = _without_visuals(urdf)
+        art = loader.load(str(urdf))
+        art.name = f"{task}_{i}"
+        k = self._part_index(art, i)
+        joint = art.active_joints[k]
+        for j in art.active_joints:
+            j.set_friction(cfg["friction"])
+        if task == "toilet":  # DexArt: every other joint locked at its lower limit
+            for m, j in enumerate(art.active_joints):
+                if m != k:
+                    lo = float(j.limit[0][0])
+                    j.set_limits(np.array([[lo, lo]], np.float32))
+        ann = self.joints.get(str(i), {})
+        left = float(ann.get("left", 0.0)) + cfg["init_open"]
+        middle = float(ann.get("middle", 1.5))  # faucet: DexArt's success angle
+        q = np.zeros(art.dof, np.float32)
+        if task == "toilet":
+            q[:] = [float(j.limit[0][0]) for j in art.active_joints]
+        root = sapien.Pose()
+        art.set_root_pose(root)
+        q[k] = middle if task == "laptop" else left
+        art.set_qpos(q)
+        part = joint.child_link
+        grip_local = _grip_local(part, along=0 if task == "toilet" else 2)
+        base_name = self.toilet_joint.get(i, {}).get("body_link")
+        base = next((l for l in art.links if l.name == base_name), None) or joint.parent_link or art.links[0]
+        q[k] = left
+        art.set_qpos(q)  # stand on the table at the reset pose: lowest collision point at z = 0
+        z_min = min(l.compute_global_aabb_tight()[0, 2] for l in art.links if l.collision_shapes)
+        root = sapien.Pose((pos[0], pos[1], -float(z_min)))
+        art.set_root_pose(root)
+        art.set_qpos(q)
+        art.set_qvel(np.zeros(art.dof, np.float32))
+        obj = O.ArticulatedObject(
+            name=task,
+            articulation=art,
+            base=base,
+            part=part,
+            joint=joint,
+            q_start=left,
+            q_goal=middle,
+            grip_local=grip_local,
+            root_pose=root,
+            params={"instance": i, "scale": float(self.scale.get(str(i), 1.0)), "pos": pos},
+        )
+        obj.joint_index = k
+        from kubm.sim.dexart.tasks import OBJECT_LINKS
+
+        base_task, part_task = OBJECT_LINKS[task]
+        obj.link_names = {base_task: base.name, part_task: part.name}
+        return obj
+
+
+def _read_toilet_joint(path: Path) -> dict:
+    """DexArt's toilet_joint.txt: a header, then '<id> <lid joint> <lid link> <body link> [<seat link>]'."""
+    if not path.is_file():
+        raise FileNotFoundError(f"dexart assets: missing {path}")
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines()[1:], start=2):
+        f = line.split()
+        if not f:
+            continue
+        if len(f) < 4:
+            raise ValueError(f"{path}:{n}: expected '<id> <lid joint> <lid link> <body link> [<seat link>]'")
+        out[int(f[0])] = dict(lid_joint=f[1], lid_link=f[2], body_link=f[3], seat_link=f[4] if len(f) > 4 else None)
+    return out
+
+
+def _hinge_index(mobility_v2: Path, dof: int, *, count, name) -> int:
+    """DexArt: the part is the 'hinge' entry (named `name` if given); entries whose joint type
+    is in `count` are the DoFs before it."""
+    entries = _read_json(mobility_v2)
+    n, index = 0, None
+    for e in entries:
+        if e.get("joint") in count:
+            n += 1
+        if e.get("joint") == "hinge" and (name is None or e.get("name") == name):
+            index = n - 1
+    if index is None or index < 0 or index >= dof:
+        what = f"'hinge' entry named {name!r}" if name else "'hinge' entry"
+        raise ValueError(f"{mobility_v2}: no usable {what} (dof {dof})")
+    return index
+
+
 def _read_json(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"dexart assets: missing {path}")
@@ -177,9 +354,9 @@ def _handle_joint_index(mobility_v2: Path, dof: int) -> int:
     return index
 
 
-def _grip_local(part) -> sapien.Pose:
-    """DexArt's handle point: x, z of the highest collision vertex, y the mean (world frame),
-    stored relative to the handle link."""
+def _grip_local(part, along: int = 2) -> sapien.Pose:
+    """DexArt's handle point: x, z of the collision vertex furthest along world axis `along`
+    (z: the highest; the toilet uses x), y the mean (world frame), stored relative to the link."""
     pts = []
     link_pose = part.entity_pose
     for shape in part.collision_shapes:
@@ -195,7 +372,7 @@ def _grip_local(part) -> sapien.Pose:
         top = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, hi[2]])
     else:
         p = np.concatenate(pts)
-        k = int(np.argmax(p[:, 2]))
+        k = int(np.argmax(p[:, along]))
         top = np.array([p[k, 0], p[:, 1].mean(), p[k, 2]])
     return link_pose.inv() * sapien.Pose(top)
 
