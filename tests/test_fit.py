@@ -146,8 +146,8 @@ def test_mismatched_inputs_are_refused(tmp_path, stores):
     other = write_features(tmp_path / "d4.zarr", d_flow=4)
     with pytest.raises(FitError, match="differ in dims"):
         fit(task, config, "kubm", 0, stores[0], other, None, tmp_path / "o", threads=1, progress=False, ae=StandInAE())
-    with pytest.raises(FitError, match="unknown method 'act'"):
-        fit(task, config, "act", 0, stores[0], stores[1], None, tmp_path / "o", threads=1, progress=False)
+    with pytest.raises(FitError, match="unknown method 'nope'"):
+        fit(task, config, "nope", 0, stores[0], stores[1], None, tmp_path / "o", threads=1, progress=False)
     assert not (tmp_path / "o").exists()
 
 

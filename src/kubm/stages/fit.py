@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kubm.config import TaskConfig
+from kubm.config import TaskConfig, with_method_config
 from kubm.policies.features import (
     action_limits,
     compute_scale,
@@ -393,6 +393,8 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
     """
     if method not in METHODS:
         raise FitError(f"unknown method {method!r}; methods with a fit: {sorted(METHODS)}")
+    # fit.<method> with the task's method_params overrides (per-task chunk sizes, horizons)
+    config = with_method_config(config, task.suite, task.task, method)
     torch.set_num_threads(max(1, int(threads)))
     out_dir = Path(out_dir)
     train_fs, test_fs = load_features(train), load_features(test)
@@ -403,6 +405,9 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
         ae = load_flow_ae(ae_dir)
     with atomic_dir(out_dir) as tmp:
         summary = METHODS[method](task, config, int(seed), train_fs, test_fs, ae, tmp, progress)
+        summary.setdefault("method", method)
+        summary["fit_config"] = config["fit"].get(method)
+        (tmp / "fit_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     summary["out"] = str(out_dir)
     return summary
 

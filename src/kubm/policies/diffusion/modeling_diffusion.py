@@ -241,12 +241,15 @@ class EMA:
             p.copy_(s)
 
 
-def lr_lambda(warmup: int, total: int):
-    def f(k: int) -> float:
-        if k < warmup:
-            return (k + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (k - warmup) / max(1, total - warmup))))
-    return f
+def lr_factor(k: int, warmup: int, total: int, elapsed_s: float = 0.0, budget_s: float | None = None) -> float:
+    """Linear warm-up, then cosine decay over whichever runs out first: iterations or the
+    time budget (a budget-stopped fit still ends at a low learning rate)."""
+    if k < warmup:
+        return (k + 1) / warmup
+    progress = (k - warmup) / max(1, total - warmup)
+    if budget_s:
+        progress = max(progress, elapsed_s / budget_s)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, progress: bool = False,
@@ -260,9 +263,8 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, progre
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
     params = list(model.unet.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay,
+    opt = torch.optim.AdamW(params, lr=cfg.lr * lr_factor(0, cfg.lr_warmup_steps, cfg.iterations), betas=(0.95, 0.999), weight_decay=cfg.weight_decay,
                             foreach=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_warmup_steps, cfg.iterations))
     ema = EMA(params, cfg.ema_decay)
     curves = {"iteration": [], "loss": [], "time_s": [], "stopped": "iterations"}
     t0 = time.perf_counter()
@@ -278,9 +280,10 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, progre
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         ema.update()
         elapsed = time.perf_counter() - t0
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(it, cfg.lr_warmup_steps, cfg.iterations, elapsed, cfg.time_budget_s)
         curves["iteration"].append(it)
         curves["loss"].append(value)
         curves["time_s"].append(round(elapsed, 4))
