@@ -79,9 +79,7 @@ def _synthetic(root, task, ids=None):
 
 
 def _env_with_assets(task, root, instances):
-    env = DexArtEnv(task, render=False)
-    env._assets = A.PartNetAssets(task, str(root), instances)  # what env.py builds for assets_dir
-    return env
+    return DexArtEnv(task, render=False, assets_dir=str(root), instances=instances)
 
 
 @pytest.mark.parametrize("task", ["faucet", "laptop", "toilet"])
@@ -139,3 +137,13 @@ def test_partnet_assets_bucket_and_unknown_task(tmp_path):
         A.PartNetAssets("drawer", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not a directory"):
         A.PartNetAssets("bucket", str(tmp_path / "nope"))  # the bucket goes to BucketAssets
+
+
+def test_env_routes_assets_dir_to_partnet_loader(tmp_path):
+    """DexArtEnv(task, assets_dir=...) loads the PartNet object for every DexArt task."""
+    for task in ("faucet", "laptop", "toilet"):
+        root = _synthetic(tmp_path / task, task)
+        env = DexArtEnv(task, render=False, assets_dir=str(root), instances=[IDS[task][0]])
+        env.reset(0)
+        assert isinstance(env._assets, A.PartNetAssets) and env.obj is not None
+        env.close()

@@ -379,7 +379,7 @@ def test_assets_dir_errors(tmp_path):
     (root / "annotation" / "bucket_scale.json").unlink()
     with pytest.raises(FileNotFoundError, match="bucket_scale.json"):
         DexArtEnv("bucket", render=False, assets_dir=str(root), instances=[100431])
-    with pytest.raises(NotImplementedError, match="bucket only"):
+    with pytest.raises(FileNotFoundError, match="laptop_joint_annotation.json"):  # a bucket-only download
         DexArtEnv("laptop", render=False, assets_dir=str(root))
     with pytest.raises(FileNotFoundError, match="not a directory"):
         DexArtEnv("bucket", render=False, assets_dir=str(tmp_path / "nope"))

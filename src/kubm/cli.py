@@ -280,7 +280,7 @@ def evaluate(
 @app.command("merge-eval")
 def merge_eval(
     task_id: TaskArg,
-    inputs: Annotated[list[Path], typer.Option(help="per-method documents, results/{suite}/{task}/methods/{method}.json")],
+    inputs: Annotated[list[Path], typer.Argument(help="per-method documents, results/{suite}/{task}/methods/{method}.json")],
     out: Annotated[Path, typer.Option(help="eval.json to write")],
     configfile: ConfigFiles = None,
 ) -> None:

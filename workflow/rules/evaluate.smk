@@ -38,7 +38,7 @@ rule merge_eval:
         "logs/benchmarks/{suite}/{task}/merge_eval.tsv"
     threads: 1
     shell:
-        "{params.kubm} merge-eval {wildcards.suite}/{wildcards.task} --inputs {input} --out {output} "
+        "{params.kubm} merge-eval {wildcards.suite}/{wildcards.task} {input} --out {output} "
         "{params.configs} > {log} 2>&1"
 
 

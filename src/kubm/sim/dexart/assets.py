@@ -67,7 +67,6 @@ INSTANCES = {
         "unseen": [101320, 102621, 102622, 102630, 102634, 102645, 102648, 102651, 102652, 102654, 102658],
     },
 }
-SUPPORTED = ("bucket",)  # tasks env.py routes through BucketAssets
 ASSET_TASKS = ("bucket", "faucet", "laptop", "toilet")  # tasks PartNetAssets can load
 
 

@@ -82,7 +82,7 @@ def _pose_from_matrix(rot: np.ndarray, pos) -> "sapien.Pose":
 class DexArtEnv:
     """One DexArt task as a `ManipulationEnv`.
 
-    `assets_dir` (bucket only) loads DexArt's PartNet-Mobility instances from its asset
+    `assets_dir` loads DexArt's PartNet-Mobility instances from its asset
     download instead of the procedural objects (`assets.py`); `instances` picks 'seen'
     (train), 'unseen' (test), 'all' or a list of ids.
 
@@ -110,11 +110,11 @@ class DexArtEnv:
         if assets_dir is not None:
             from kubm.sim.dexart import assets as A
 
-            if task not in A.SUPPORTED:
+            if task not in A.ASSET_TASKS:
                 raise NotImplementedError(
-                    f"dexart assets_dir (PartNet-Mobility objects) supports {', '.join(A.SUPPORTED)} only, not {task!r}"
+                    f"dexart assets_dir (PartNet-Mobility objects) supports {', '.join(A.ASSET_TASKS)} only, not {task!r}"
                 )
-            self._assets = A.BucketAssets(assets_dir, instances)  # names any missing file
+            self._assets = A.PartNetAssets(task, assets_dir, instances)  # names any missing file
         elif instances is not None:
             raise ValueError("instances selects PartNet-Mobility objects and needs assets_dir")
         self.task = task
