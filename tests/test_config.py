@@ -90,3 +90,18 @@ def test_task_hash_changes_with_settings(base):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config([tmp_path / "nope.yaml"])
+
+
+def test_dexart_assets_keys_validate_and_do_not_rehash_unset_tasks():
+    from kubm.config import load_config, stage_hash, validate
+
+    cfg = load_config()
+    before = stage_hash(cfg, "dexart", "bucket", "collect")
+    cfg["suites"]["dexart"]["tasks"]["bucket"]["assets_dir"] = "/data/dexart/assets"
+    cfg["suites"]["dexart"]["tasks"]["bucket"]["instances"] = [100431]
+    cfg = validate(cfg)
+    assert stage_hash(cfg, "dexart", "bucket", "collect") != before
+    assert stage_hash(cfg, "dexart", "faucet", "collect") == stage_hash(load_config(), "dexart", "faucet", "collect")
+    cfg["suites"]["dexart"]["tasks"]["bucket"]["instances"] = "some"
+    with pytest.raises(ConfigError, match="instances"):
+        validate(cfg)

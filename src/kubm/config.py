@@ -204,10 +204,19 @@ STAGE_TASK_KEYS = {
 }
 
 
+OPTIONAL_STAGE_TASK_KEYS = {
+    "collect": ("assets_dir", "instances"),
+    "evaluate": ("assets_dir", "instances"),
+}
+
+
 def stage_hash(config: dict, suite: str, task: str, stage: str, *sections: str) -> str:
     """Hash of what one stage reads: its slice of the task's settings plus top-level sections."""
     t = resolve_task(config, suite, task)
-    blob = json.dumps([t.simulator, {k: t.settings.get(k) for k in STAGE_TASK_KEYS[stage]},
+    keys = {k: t.settings.get(k) for k in STAGE_TASK_KEYS[stage]}
+    # keys added later count only when set, so existing results keep their hashes
+    keys.update({k: t.settings[k] for k in OPTIONAL_STAGE_TASK_KEYS.get(stage, ()) if t.settings.get(k) is not None})
+    blob = json.dumps([t.simulator, keys,
                        [config.get(s) for s in sections]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
