@@ -339,105 +339,128 @@ class DexArtFaucetExpert(_GraspAndTurnExpert):
 
 
 class _LidExpert(_GraspAndTurnExpert):
-    """Open a lid hinged at its back edge (laptop, toilet): lift its front edge with hooked
-    fingertips, then push it open with the palm flat on its inner face.
+    """Open a lid hinged at its back edge (laptop, toilet) by scooping it up with the backs of
+    the fingers, let it fall onto its open stop, then grasp its top edge from above.
 
-    WORK IN PROGRESS: lifts the lid to about 1.5 rad on most seeds, but does not yet open it
-    past DexArt's 95 % (0 successes on held-out seeds): with the procedural laptop/toilet
-    placements the fully open lid is at or beyond the arm's reach for a palm pressing it.
-
-    Phases: reach (IK, palm toward the hinge, fingers down with the tips curled forward,
-    `approach` m in front of the lid's front edge) -> descend -> insert (slide the hook under
-    the front edge until the lid moves) -> lift (the grasp follows the lid about its hinge, leading it by at
-    most `max_lead`, until it is `lift_to` rad open) -> push (the palm moves onto the lid's
-    inner face, `s_in` m in from the front edge, and keeps pushing it past its stop, where
-    palm and fingers stay pressed on it: DexArt's contact rule).
+    The hand stays palm down, fingers forward (toward the hinge, `u`) and straight while it
+    opens the lid. Phases: reach (IK to a hover point above the start of the scoop) -> descend
+    (to fingertip height just under the ajar lid, in front of its front edge) -> insert (slide
+    in under the lid until the fingertips are `r` m from the hinge or the lid moves) -> lift
+    (the fingertips' backs follow the lid's underside about the hinge at radius `r`, leading
+    the lid by at most `lead` rad, until the lid is `pass_by` rad past vertical: its open stop
+    is past vertical, so gravity carries it there) -> over (palm `hover` m above the lid's top
+    edge) -> grasp (palm down on the top edge, fingers curled over it: palm and fingers in
+    contact, DexArt's contact rule) and hold. A lid that falls back below `pass_by` - 0.3 rad
+    sends the hand back to reach.
     """
 
     DEFAULTS = dict(
-        hover=0.03,  # reach this far above the start of the slide in, then descend
-        reach=0.058,  # the hooked fingertips reach this far in front of the palm surface ...
-        drop=0.115,  # ... and their floor is this far below the palm centre
-        under=0.03,  # hook this far under the front edge
-        h0=0.015,  # hook floor this far below the front edge's underside
-        approach=0.09,
-        lift_to=1.0,  # rad: then switch to pushing with the palm
-        s_in=0.13,  # palm centre this far in from the front edge while pushing
-        press=0.006,  # palm this far into the lid's inner face while pushing
-        overshoot=0.15,  # push toward the open stop + this (rad): keep pressing there
-        ik_reach=True,
-        vmax_close=0.1,
-        max_lead=0.3,
-        tol_reach=0.015,
+        tip=0.165,  # control point: this far ahead of the palm centre along the fingers ...
+        back=0.03,  # ... and this far above the palm surface (top of the straight fingers)
+        pitch=0.7,  # rad: fingers pitched down from level (keeps the wrist off the pedestal)
+        r=0.12,  # m from the hinge: where the fingertips push the lid's underside
+        under=0.012,  # fingertips this far under the lid while sliding in
+        approach=0.03,  # start the slide this far in front of the lid's front edge
+        hover=0.1,
+        lead=0.25,  # rad: the pushing point leads the lid by at most this
+        press=0.01,  # m into the lid's underside while lifting
+        pass_by=0.15,  # rad past vertical: the lid falls onto its open stop
+        edge_dx=0.035,  # palm centre this far in front of the top edge (toward the robot) ...
+        edge_dz=-0.005,  # ... and this far above it
+        close=1.2,
+        push=0.0,  # m: the grasp presses the top edge this far toward the open stop
+        vmax=0.3,
+        vmax_close=0.15,
+        tol_reach=0.02,
+        tol_descend=0.015,
+        ik_reach=False,  # the start pose is already palm down, fingers forward: straight-line twist reach
     )
 
     def reset(self, env, seed: int) -> None:
         super().reset(env, seed)
         self.phase = "reach"
 
-    def _front_local(self, env) -> np.ndarray:
-        """The front edge's underside, in the lid link's frame."""
-        g = np.asarray(env.obj.grip_local.p, np.float64)
-        lt = float(env.obj.params.get("lid_thick", 0.0))
-        return g - np.array([0.01, 0.0, lt + 0.001]) if "lid_thick" in env.obj.params else g
+    def _geom(self, env):
+        obj = env.obj
+        u = _mat(obj.base.entity_pose)[:3, 0].copy()
+        u[2] = 0.0
+        u /= np.linalg.norm(u)  # level, toward the hinge
+        hinge = obj.joint.get_global_pose().p.astype(np.float64)
+        return u, hinge
 
-    def _frames(self, env):
-        lid = _mat(env.obj.part.entity_pose)
-        front = lid[:3, :3] @ self._front_local(env) + lid[:3, 3]
-        f = lid[:3, 0].copy()
-        f[2] = 0.0
-        f /= np.linalg.norm(f)  # level, toward the hinge
-        return lid, front, f
+    @staticmethod
+    def _lid_point(u, hinge, r, th, off):
+        """A point `r` m from the hinge on the lid at angle th, `off` m out of its underside."""
+        z = np.array([0.0, 0.0, 1.0])
+        along = -np.cos(th) * u + np.sin(th) * z
+        n = -np.sin(th) * u - np.cos(th) * z  # the underside's outward normal
+        return hinge + r * along + off * n
 
-    def _turn_to(self, env) -> float:
-        return env.obj.q_goal + self.p["overshoot"]
-
-    def _grasp_lost(self, env, palm) -> bool:
-        return False
+    def _lid_len(self, env) -> float:
+        return float(-env.obj.grip_local.p[0]) + 0.01
 
     def act(self, env) -> np.ndarray:
         p = self.p
         palm = _mat(env.palm_pose())
         pos = palm[:3, 3]
-        lid, front, f = self._frames(env)
+        u, hinge = self._geom(env)
         z = np.array([0.0, 0.0, 1.0])
-        r_hook = _palm_rotation(f, -z)  # palm toward the hinge, fingers down (tips curled under the edge)
+        c, sn = np.cos(p["pitch"]), np.sin(p["pitch"])
+        fing = c * u - sn * z  # fingers forward, pitched down
+        up = sn * u + c * z  # the back of the hand
+        r_down = _palm_rotation(-up, fing)
+        ctrl = p["tip"] * fing + p["back"] * up  # control point relative to the palm centre
         angle = env.obj.joint_angle()
-        # the hook's floor `drop` m below the palm centre, reaching `reach` m in front of the palm
-        hooked = front - f * (p["reach"] - p["under"]) + z * (p["drop"] - p["h0"])
-        pre = hooked - f * p["approach"]
-        if self.phase == "reach":
-            goal, r_des = pre + z * p["hover"], r_hook
-            if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_des @ palm[:3, :3].T)) < 0.1:
-                self.phase = "descend"
-        if self.phase == "descend":
-            goal, r_des = pre, r_hook
-            if np.linalg.norm(goal - pos) < p["tol_descend"]:
-                self.phase, self.close_angle = "insert", angle
-        if self.phase == "insert":
-            goal, r_des = hooked, r_hook
-            if np.linalg.norm(goal - pos) < 0.008 or angle - self.close_angle > 0.02:
-                self.phase = "lift"
-        if self.phase == "lift" and angle > p["lift_to"]:
-            self.phase = "push"
-            rel = np.eye(4)
-            rel[:3, :3] = _palm_rotation([0, 0, 1], [1, 0, 0])  # palm on the inner face, fingers to the hinge
-            rel[:3, 3] = self._front_local(env) + np.array([p["s_in"], 0.0, p["press"]])
-            self.grasp_rel = rel
-        if self.phase in ("lift", "push"):
-            goal, r_des = self._turn_goal(env, palm)
-        v = p["kp"] * (goal - pos)
-        n = np.linalg.norm(v)
-        vmax = p["vmax_close"] if self.phase == "insert" else p["vmax"]
-        if n > vmax:
-            v *= vmax / n
-        hand = 1.0 if self.phase in ("reach", "descend", "insert", "lift") else 0.0
-        if self.phase == "reach":
+        d = self._lid_len(env)
+        r = min(p["r"], d - 0.04)
+        vert = np.pi / 2
+        goal, r_des, hand = pos, r_down, 0.0
+        if self.phase in ("over", "grasp") and angle < vert + p["pass_by"] - 0.3:
+            self.phase = "reach"  # the lid fell back: scoop again
+        if self.phase in ("reach", "descend", "insert"):
+            inside = self._lid_point(u, hinge, r, angle, p["under"] + 0.01)
+            pre = inside - u * (d - r + p["approach"])
+            if self.phase == "reach":
+                goal = pre + z * p["hover"] - ctrl
+                if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_down @ palm[:3, :3].T)) < 0.15:
+                    self.phase = "descend"
+            if self.phase == "descend":
+                goal = pre - ctrl
+                if np.linalg.norm(goal - pos) < p["tol_descend"]:
+                    self.phase, self.close_angle = "insert", angle
+            if self.phase == "insert":
+                goal = inside - ctrl
+                if np.linalg.norm(goal - pos) < 0.015 or angle - self.close_angle > 0.05:
+                    self.phase = "lift"
+        if self.phase == "lift":
+            phi = min(angle + p["lead"], vert + p["pass_by"] + 0.1)
+            goal = self._lid_point(u, hinge, r, phi, -p["press"]) - ctrl
+            if angle > vert + p["pass_by"]:
+                self.phase = "over"
+        if self.phase in ("over", "grasp"):
+            edge = env.obj.grip_pose().p.astype(np.float64)
+            top = self._lid_point(u, hinge, d, angle, 0.0)  # the front edge's inner corner
+            edge = edge if edge[2] > top[2] else top
+            at = edge - u * p["edge_dx"] + z * p["edge_dz"]
+            r_des = _palm_rotation(-z, u)  # flat, palm down
+            if self.phase == "over":  # up in front of the lid, then over its top edge
+                goal = at - u * 0.06 + z * p["hover"]
+                if np.linalg.norm(goal - pos) < p["tol_reach"]:
+                    self.phase = "grasp"
+            if self.phase == "grasp":  # press toward the open stop: curled fingers must not pull it shut
+                goal = at + u * p["push"]
+                hand = p["close"] if np.linalg.norm(goal - pos) < 0.03 else 0.0
+        if self.phase == "reach" and p["ik_reach"]:
             q_goal = self._ik(env, goal, r_des)
             if q_goal is not None:
                 self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
                 self.target[R.ARM_DOF :] = self._hand(env, hand)
                 return self.target.copy()
+        v = p["kp"] * (goal - pos)
+        n = np.linalg.norm(v)
+        vmax = p["vmax_close"] if self.phase in ("insert", "lift", "grasp") else p["vmax"]
+        if n > vmax:
+            v *= vmax / n
         w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
         arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
         q_arm = env.qpos_full()[: R.ARM_DOF]
@@ -446,13 +469,14 @@ class _LidExpert(_GraspAndTurnExpert):
         return self.target.copy()
 
     def _hand(self, env, amount: float) -> np.ndarray:
-        """amount 1: fingers hooked (tips curled forward), 0: flat (pushing with palm and fingers)."""
+        """amount 0: straight fingers (scooping), > 0: curled over the top edge."""
         q = np.zeros(R.HAND_DOF)
         for f in range(3):
-            q[4 * f + 1] = 0.3 * amount
-            q[4 * f + 2] = 1.0 * amount
-            q[4 * f + 3] = 1.0 * amount
-        q[12] = 0.3  # thumb out of the way, beside the palm
+            q[4 * f + 1] = amount
+            q[4 * f + 2] = amount
+            q[4 * f + 3] = 0.8 * amount
+        q[12] = 1.3  # thumb tucked under the palm
+        q[13] = 0.3
         lim = env.joint_limits()[R.ARM_DOF :]
         return np.clip(q, lim[:, 0], lim[:, 1])
 

@@ -232,11 +232,12 @@ def _finish(ab, name, root, *, fix_root, q_start, q_goal, grip_local, params) ->
     )
 
 
-def _placement(rng: np.random.Generator, r: float = 0.05, yaw_range: float = 0.1) -> dict:
+def _placement(rng: np.random.Generator, r: float = 0.05, yaw_range: float = 0.1, rx: float | None = None) -> dict:
     """DexArt: annotated position + rand(3) * rand_pos (bucket 0.05, faucet/laptop 0.1, toilet 0.2)
-    and a random yaw (laptop 60 deg, faucet 90, toilet 45); here x in [0, r], y in [-r/2, r/2]
-    and a smaller yaw, so that scripted experts keep working."""
-    return dict(pos=(rng.uniform(0.0, r), rng.uniform(-r / 2, r / 2)), yaw=rng.uniform(-yaw_range, yaw_range))
+    and a random yaw (laptop 60 deg, faucet 90, toilet 45); here x in [0, rx] (rx defaults to r),
+    y in [-r/2, r/2] and a smaller yaw, so that scripted experts keep working."""
+    rx = r if rx is None else rx
+    return dict(pos=(rng.uniform(0.0, rx), rng.uniform(-r / 2, r / 2)), yaw=rng.uniform(-yaw_range, yaw_range))
 
 
 def _root(p: dict, center, z: float = 0.0) -> sapien.Pose:
@@ -320,11 +321,12 @@ def laptop_params(rng: np.random.Generator) -> dict:
         joint_damping=rng.uniform(0.02, 0.1),
         body_color=_hsv(rng.uniform(0.55, 0.65), rng.uniform(0.0, 0.2), rng.uniform(0.25, 0.6)),
         lid_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.2, 0.5), rng.uniform(0.55, 0.85)),
-        **_placement(rng, 0.1, 0.3),
+        # x spread 6 cm: the open lid (hinge at x <= 0.115 m) stays where a palm pressing it reaches
+        **_placement(rng, 0.1, 0.3, rx=0.05),
     )
 
 
-def build_laptop(scene, p: dict, *, visual: bool, center=(0.08, 0.0)) -> ArticulatedObject:
+def build_laptop(scene, p: dict, *, visual: bool, center=(0.0, 0.0)) -> ArticulatedObject:
     """A laptop: fixed base on the table, lid hinged at its back edge (+x).
 
     0 would be closed on the base; positive lifts the front edge. The lid rests ajar on a
@@ -377,11 +379,12 @@ def toilet_params(rng: np.random.Generator) -> dict:
         joint_damping=rng.uniform(0.05, 0.2),
         body_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.08), rng.uniform(0.8, 0.95)),
         lid_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.1, 0.4), rng.uniform(0.6, 0.9)),
-        **_placement(rng, 0.1, 0.25),
+        # x spread 6 cm: the open lid (hinge at x <= 0.165 m) stays where a palm pressing it reaches
+        **_placement(rng, 0.1, 0.25, rx=0.06),
     )
 
 
-def build_toilet(scene, p: dict, *, visual: bool, center=(0.12, 0.0)) -> ArticulatedObject:
+def build_toilet(scene, p: dict, *, visual: bool, center=(-0.02, 0.0)) -> ArticulatedObject:
     """A toilet: fixed bowl block with a tank at the back (+x) and a lid hinged in front of it.
 
     0 would be closed on the bowl; positive opens it toward the tank. The lid rests
