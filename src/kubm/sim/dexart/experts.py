@@ -366,9 +366,11 @@ class _LidExpert(_GraspAndTurnExpert):
         press=0.01,  # m into the lid's underside while lifting
         pass_by=0.15,  # rad past vertical: the lid falls onto its open stop
         edge_dx=0.035,  # palm centre this far in front of the top edge (toward the robot) ...
-        edge_dz=-0.005,  # ... and this far above it
+        edge_dz=-0.015,  # ... and this far above it (pressing down on it)
         close=1.2,
-        push=0.0,  # m: the grasp presses the top edge this far toward the open stop
+        push=0.01,  # m: the grasp presses the top edge this far toward the open stop
+        hold_past=0.0,
+        thumb=(0.3, 0.0, 0.0),  # thumb joints 13-15 while grasping  # rad: the grasp holds the top edge where it is this far past the open stop
         vmax=0.3,
         vmax_close=0.15,
         tol_reach=0.02,
@@ -438,8 +440,9 @@ class _LidExpert(_GraspAndTurnExpert):
             if angle > vert + p["pass_by"]:
                 self.phase = "over"
         if self.phase in ("over", "grasp"):
-            edge = env.obj.grip_pose().p.astype(np.float64)
-            top = self._lid_point(u, hinge, d, angle, 0.0)  # the front edge's inner corner
+            hold = max(angle, env.obj.q_goal + p["hold_past"])  # where the edge is on the open stop
+            edge = self._lid_point(u, hinge, d, hold, -float(env.obj.params.get("lid_thick", 0.01)))
+            top = self._lid_point(u, hinge, d, hold, 0.0)  # the front edge's inner corner
             edge = edge if edge[2] > top[2] else top
             at = edge - u * p["edge_dx"] + z * p["edge_dz"]
             r_des = _palm_rotation(-z, u)  # flat, palm down
@@ -477,6 +480,8 @@ class _LidExpert(_GraspAndTurnExpert):
             q[4 * f + 3] = 0.8 * amount
         q[12] = 1.3  # thumb tucked under the palm
         q[13] = 0.3
+        if self.phase == "grasp":
+            q[13], q[14], q[15] = self.p["thumb"]
         lim = env.joint_limits()[R.ARM_DOF :]
         return np.clip(q, lim[:, 0], lim[:, 1])
 
