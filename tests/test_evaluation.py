@@ -385,3 +385,39 @@ def test_cli_missing_features_is_a_clear_error(monkeypatch, tmp_path):
                                    str(tmp_path / "e.json"), "--no-progress"])
     assert res.exit_code == 2 and "no such store" in res.output
     assert not (tmp_path / "e.json").exists()
+
+
+def test_identical_models_are_rolled_out_once(adroit_eval, tmp_path):
+    """Closed-form methods fit the same weights for every training seed: the evaluator rolls
+    such twins out once and reuses the (deterministic) episodes."""
+    from kubm.stages.evaluate import evaluate
+
+    _, _, (task, config, _, tmp, feats) = adroit_eval
+    models = [_model_dir(tmp_path, method="twin", seed=k) for k in range(3)]
+    for k, m in enumerate(models):
+        (m / "model.safetensors").write_bytes(b"same" if k < 2 else b"different")
+    calls = []
+
+    def load(d):
+        calls.append(Path(d).name)
+        return HoldPolicy(threshold=0.5, follow_observed=False)
+
+    runs = []
+    import kubm.stages.evaluate as stage
+
+    real = stage.run_episode
+
+    def counting(*a, **kw):
+        runs.append(1)
+        return real(*a, **kw)
+
+    stage.run_episode = counting
+    try:
+        doc = evaluate(task, config, models, tmp / "ae", feats, tmp_path / "e.json", progress=False,
+                       load_policy=load, load_ae=lambda d: AdroitAE(), context_fn=_ctx)
+    finally:
+        stage.run_episode = real
+    m = doc["methods"]["twin"]
+    assert len(runs) == 2 * 2  # seeds 0 and 2 rolled out, 2 episodes each; seed 1 reused seed 0's
+    assert m["identical_to"] == {"1": 0}
+    assert len(m["per_episode"]) == 6 and [p["seed"] for p in m["per_seed"]] == [0, 1, 2]
