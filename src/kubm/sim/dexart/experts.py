@@ -357,7 +357,7 @@ class _LidExpert(_GraspAndTurnExpert):
     DEFAULTS = dict(
         tip=0.165,  # control point: this far ahead of the palm centre along the fingers ...
         back=0.03,  # ... and this far above the palm surface (top of the straight fingers)
-        pitch=0.7,  # rad: fingers pitched down from level (keeps the wrist off the pedestal)
+        pitch=1.0,  # rad: fingers pitched down from level (keeps the wrist off the pedestal)
         r=0.12,  # m from the hinge: where the fingertips push the lid's underside
         under=0.012,  # fingertips this far under the lid while sliding in
         approach=0.03,  # start the slide this far in front of the lid's front edge
@@ -367,7 +367,7 @@ class _LidExpert(_GraspAndTurnExpert):
         pass_by=0.15,  # rad past vertical: the lid falls onto its open stop
         edge_dx=0.035,  # palm centre this far in front of the top edge (toward the robot) ...
         edge_dz=-0.015,  # ... and this far above it (pressing down on it)
-        close=1.2,
+        close=1.6,
         push=0.01,  # m: the grasp presses the top edge this far toward the open stop
         hold_past=0.0,
         thumb=(0.3, 0.0, 0.0),  # thumb joints 13-15 while grasping  # rad: the grasp holds the top edge where it is this far past the open stop
@@ -375,7 +375,10 @@ class _LidExpert(_GraspAndTurnExpert):
         vmax_close=0.15,
         tol_reach=0.02,
         tol_descend=0.015,
-        ik_reach=False,  # the start pose is already palm down, fingers forward: straight-line twist reach
+        ik_reach=True,  # joint-space reach to the scoop's start (a palm twist there can drag link5 over the pedestal)
+        ik_phases=(),
+        over_back=0.12,  # m: in front of the top edge before going over it
+        align=0.0,  # finger direction: 0 radial from the robot base, 1 along the lid (toward its hinge)  # phases that move in joint space toward an IK solution of their goal
     )
 
     def reset(self, env, seed: int) -> None:
@@ -407,9 +410,12 @@ class _LidExpert(_GraspAndTurnExpert):
         pos = palm[:3, 3]
         u, hinge = self._geom(env)
         z = np.array([0.0, 0.0, 1.0])
+        radial = np.r_[hinge[:2] - np.asarray(env.robot.root.entity_pose.p[:2], np.float64), 0.0]
+        fh = (1 - p["align"]) * radial / np.linalg.norm(radial) + p["align"] * u
+        fh /= np.linalg.norm(fh)  # level finger direction: away from the robot, not along a yawed lid
         c, sn = np.cos(p["pitch"]), np.sin(p["pitch"])
-        fing = c * u - sn * z  # fingers forward, pitched down
-        up = sn * u + c * z  # the back of the hand
+        fing = c * fh - sn * z  # fingers forward, pitched down
+        up = sn * fh + c * z  # the back of the hand
         r_down = _palm_rotation(-up, fing)
         ctrl = p["tip"] * fing + p["back"] * up  # control point relative to the palm centre
         angle = env.obj.joint_angle()
@@ -421,7 +427,7 @@ class _LidExpert(_GraspAndTurnExpert):
             self.phase = "reach"  # the lid fell back: scoop again
         if self.phase in ("reach", "descend", "insert"):
             inside = self._lid_point(u, hinge, r, angle, p["under"] + 0.01)
-            pre = inside - u * (d - r + p["approach"])
+            pre = inside - fh * (d - r + p["approach"]) / float(fh @ u)
             if self.phase == "reach":
                 goal = pre + z * p["hover"] - ctrl
                 if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_down @ palm[:3, :3].T)) < 0.15:
@@ -444,21 +450,22 @@ class _LidExpert(_GraspAndTurnExpert):
             edge = self._lid_point(u, hinge, d, hold, -float(env.obj.params.get("lid_thick", 0.01)))
             top = self._lid_point(u, hinge, d, hold, 0.0)  # the front edge's inner corner
             edge = edge if edge[2] > top[2] else top
-            at = edge - u * p["edge_dx"] + z * p["edge_dz"]
-            r_des = _palm_rotation(-z, u)  # flat, palm down
+            at = edge - fh * p["edge_dx"] + z * p["edge_dz"]
+            r_des = _palm_rotation(-z, fh)  # flat, palm down
             if self.phase == "over":  # up in front of the lid, then over its top edge
-                goal = at - u * 0.06 + z * p["hover"]
-                if np.linalg.norm(goal - pos) < p["tol_reach"]:
+                goal = at - fh * p["over_back"] + z * p["hover"]
+                if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_des @ palm[:3, :3].T)) < 0.15:
                     self.phase = "grasp"
             if self.phase == "grasp":  # press toward the open stop: curled fingers must not pull it shut
                 goal = at + u * p["push"]
                 hand = p["close"] if np.linalg.norm(goal - pos) < 0.03 else 0.0
-        if self.phase == "reach" and p["ik_reach"]:
+        if (self.phase == "reach" and p["ik_reach"]) or self.phase in p["ik_phases"]:
             q_goal = self._ik(env, goal, r_des)
             if q_goal is not None:
                 self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
                 self.target[R.ARM_DOF :] = self._hand(env, hand)
                 return self.target.copy()
+        self._goal = goal
         v = p["kp"] * (goal - pos)
         n = np.linalg.norm(v)
         vmax = p["vmax_close"] if self.phase in ("insert", "lift", "grasp") else p["vmax"]
