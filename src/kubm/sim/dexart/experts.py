@@ -360,6 +360,7 @@ class _LidExpert(_GraspAndTurnExpert):
         pitch=1.0,  # rad: fingers pitched down from level (keeps the wrist off the pedestal)
         r=0.12,  # m from the hinge: where the fingertips push the lid's underside
         under=0.012,  # fingertips this far under the lid while sliding in
+        edge_in=0.04,  # ... reaching at most this far short of its front edge
         approach=0.03,  # start the slide this far in front of the lid's front edge
         hover=0.1,
         lead=0.25,  # rad: the pushing point leads the lid by at most this
@@ -420,10 +421,11 @@ class _LidExpert(_GraspAndTurnExpert):
         ctrl = p["tip"] * fing + p["back"] * up  # control point relative to the palm centre
         angle = env.obj.joint_angle()
         d = self._lid_len(env)
-        r = min(p["r"], d - 0.04)
+        r = min(p["r"], d - p["edge_in"])
         vert = np.pi / 2
         goal, r_des, hand = pos, r_down, 0.0
-        if self.phase in ("over", "grasp") and angle < vert + p["pass_by"] - 0.3:
+        open_at = min(vert + p["pass_by"], env.obj.q_goal - 0.02)  # past vertical, or at the open stop
+        if self.phase in ("over", "grasp") and angle < open_at - 0.3:
             self.phase = "reach"  # the lid fell back: scoop again
         if self.phase in ("reach", "descend", "insert"):
             inside = self._lid_point(u, hinge, r, angle, p["under"] + 0.01)
@@ -443,7 +445,7 @@ class _LidExpert(_GraspAndTurnExpert):
         if self.phase == "lift":
             phi = min(angle + p["lead"], vert + p["pass_by"] + 0.1)
             goal = self._lid_point(u, hinge, r, phi, -p["press"]) - ctrl
-            if angle > vert + p["pass_by"]:
+            if angle > open_at:
                 self.phase = "over"
         if self.phase in ("over", "grasp"):
             hold = max(angle, env.obj.q_goal + p["hold_past"])  # where the edge is on the open stop
@@ -501,6 +503,8 @@ class DexArtLaptopExpert(_LidExpert):
 class DexArtToiletExpert(_LidExpert):
     __doc__ = _LidExpert.__doc__
     name = "dexart_toilet"
+    # the lid is barely ajar over the bowl: lift it at its front edge, which overhangs the bowl
+    DEFAULTS = dict(_LidExpert.DEFAULTS, r=0.5, edge_in=0.015, vmax_close=0.25)
 
 
 EXPERTS = {

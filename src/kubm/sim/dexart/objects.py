@@ -374,7 +374,7 @@ def toilet_params(rng: np.random.Generator) -> dict:
         tank_depth=rng.uniform(0.08, 0.12),
         tank_height=rng.uniform(0.14, 0.20),
         lid_thick=rng.uniform(0.015, 0.025),
-        lid_open=rng.uniform(1.5, 1.7),  # leaning back toward the tank
+        lid_open=rng.uniform(1.65, 1.85),  # past vertical, leaning back toward the tank: the open lid rests on its stop
         lid_start=rng.uniform(0.08, 0.2),  # resting ajar on its stop (lower limit)
         joint_damping=rng.uniform(0.05, 0.2),
         body_color=_hsv(rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.08), rng.uniform(0.8, 0.95)),
