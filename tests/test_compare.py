@@ -99,3 +99,20 @@ def test_summary_tables_plots_and_latency_ratio(per_method):
     for p in ("success.png", "latency.png"):
         assert (root / "results/summary_plots" / p).stat().st_size > 1000
     assert json.loads((root / "results/summary.json").read_text())["methods"] == ["kubm", "kodex"]
+
+
+def test_summary_interval_counts_identical_models_once(per_method):
+    root, kubm, _ = per_method
+    d = kubm.parent
+    twin = _method_doc(d / "regression.json", "regression", [[1, 1, 0, 1], [1, 1, 0, 1]])
+    doc = json.loads(twin.read_text())
+    doc["methods"]["regression"]["identical_to"] = {"1": 0}
+    write_eval(doc, twin)
+    ev = root / "results/adroit/relocate/eval.json"
+    merge_eval_files([kubm, twin], ev, suite="adroit", task="relocate")
+    s = write_summary([ev], root / "results/summary.md")
+    row = s["tasks"]["adroit/relocate"]["methods"]["regression"]
+    from kubm.evaluation.metrics import wilson_interval
+
+    assert row["distinct_models"] == 1 and row["ci95"] == pytest.approx(list(wilson_interval(3, 4)))
+    assert "(1 distinct model)" in (root / "results/summary.md").read_text()

@@ -420,4 +420,8 @@ def test_identical_models_are_rolled_out_once(adroit_eval, tmp_path):
     m = doc["methods"]["twin"]
     assert len(runs) == 2 * 2  # seeds 0 and 2 rolled out, 2 episodes each; seed 1 reused seed 0's
     assert m["identical_to"] == {"1": 0}
+    from kubm.evaluation.metrics import wilson_interval
+
+    k = sum(e["success"] for e in m["per_episode"] if e["train_seed"] != 1)
+    assert m["ci95"] == pytest.approx(list(wilson_interval(k, 4)))  # the reused episodes are not counted
     assert len(m["per_episode"]) == 6 and [p["seed"] for p in m["per_seed"]] == [0, 1, 2]

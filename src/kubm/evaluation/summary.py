@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubm.evaluation.metrics import wilson_interval
 from kubm.evaluation.report import validate_eval
 
 __all__ = ["REFERENCE", "build_summary", "render_markdown", "write_summary"]
@@ -48,13 +49,18 @@ def paired_difference(entry: dict, reference: dict) -> dict | None:
 def _method_row(entry: dict, reference: dict | None) -> dict:
     n = sum(p["n"] for p in entry["per_seed"])
     k = sum(int(ep["success"]) for ep in entry["per_episode"])
+    # training seeds whose model is identical to another's reuse its episodes: not new evidence
+    twins = {int(t) for t in (entry.get("identical_to") or {})}
+    distinct = [ep for ep in entry["per_episode"] if int(ep["train_seed"]) not in twins]
+    ci = list(wilson_interval(sum(int(ep["success"]) for ep in distinct), len(distinct)))
     lat = entry["latency_ms"]["policy"]
     row = {
         "success_rate": entry["success_rate"],
         "std_over_training_seeds": entry["std"],
-        "ci95": entry["ci95"],
+        "ci95": ci,
         "successes": k,
         "episodes": n,
+        "distinct_models": len(entry["per_seed"]) - len(twins),
         "training_seeds": len(entry["per_seed"]),
         "policy_ms": lat,
         "perception_ms": entry["latency_ms"].get("perception"),
@@ -86,7 +92,8 @@ def build_summary(evals: Sequence[tuple[Path, dict]]) -> dict:
     return {"reference": REFERENCE, "methods": methods, "tasks": dict(sorted(tasks.items())),
             "statistics": {
                 "success_rate": "mean over training seeds of per-seed success (final step)",
-                "ci95": "Wilson score interval over all episodes of all training seeds pooled",
+                "ci95": "Wilson score interval over the episodes of all training seeds pooled; a training seed "
+                        "whose model is identical to another's (closed-form methods) adds no episodes",
                 "paired_difference_vs_kubm": "per test seed: success averaged over training seeds, method minus "
                                              "K-UBM; mean and normal 95 % interval over the shared test seeds",
                 "policy_ms": "per-step policy time, median and p95 over episodes (same evaluator for all)",
@@ -118,11 +125,14 @@ def render_markdown(summary: dict) -> str:
                 ci = "" if d["ci95"] is None else f" [{100 * d['ci95'][0]:+.0f}, {100 * d['ci95'][1]:+.0f}]"
                 delta = f"{100 * d['mean']:+.0f}{ci}"
             ms = r["policy_ms"]["median"]
+            n_distinct = r["distinct_models"]
+            twins_note = "" if n_distinct == r["training_seeds"] else f" ({n_distinct} distinct model)"
             ratio = r.get("latency_ratio_to_kubm")
             jerk = r["mean_squared_jerk"]
             lines.append(
                 f"| {m} | {_pct(r['success_rate'])} | {_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | "
-                f"{r['training_seeds']} × {r['episodes'] // max(r['training_seeds'], 1)} | {delta} | "
+                f"{r['training_seeds']} × {r['episodes'] // max(r['training_seeds'], 1)}"
+                f"{twins_note} | {delta} | "
                 f"{'–' if ms is None else f'{ms:.3f}'} | {'1' if m == summary['reference'] else ('–' if ratio is None else f'{ratio:.2f}')} | "
                 f"{'–' if jerk is None else f'{jerk:.3g}'} |")
         lines.append("")
