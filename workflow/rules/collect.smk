@@ -5,7 +5,6 @@ rule collect:
     params:
         config_hash=stage_hash("collect"),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/collect_{split}.log",
     benchmark:
@@ -15,4 +14,4 @@ rule collect:
         mem_mb=4000,
     shell:
         "{params.kubm} collect {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
-        "--out {output} {params.configs} > {log} 2>&1"
+        "--out {output} {CONFIG_ARGS} > {log} 2>&1"

@@ -15,7 +15,6 @@ rule encode:
     params:
         config_hash=stage_hash("encode"),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/encode_{split}.log",
     benchmark:
@@ -24,4 +23,4 @@ rule encode:
     shell:
         "{params.kubm} encode {wildcards.suite}/{wildcards.task} --demos {input.demos} --tracks {input.tracks} "
         "--masks {input.masks} --ae {input.ae} --out {output} --threads {threads} --no-progress "
-        "{params.configs} > {log} 2>&1"
+        "{CONFIG_ARGS} > {log} 2>&1"

@@ -10,7 +10,6 @@ rule evaluate_method:
     params:
         config_hash=eval_hash(),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/evaluate_{method}.log",
     benchmark:
@@ -20,7 +19,7 @@ rule evaluate_method:
         mem_mb=4000,
     shell:
         "{params.kubm} evaluate {wildcards.suite}/{wildcards.task} --models {input.models} --ae {input.ae} "
-        "--test {input.test} --out {output.eval} --threads {threads} --no-progress {params.configs} > {log} 2>&1"
+        "--test {input.test} --out {output.eval} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"
 
 
 rule merge_eval:
@@ -31,7 +30,6 @@ rule merge_eval:
         "results/{suite}/{task}/eval.json",
     params:
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/merge_eval.log",
     benchmark:
@@ -39,7 +37,7 @@ rule merge_eval:
     threads: 1
     shell:
         "{params.kubm} merge-eval {wildcards.suite}/{wildcards.task} {input} --out {output} "
-        "{params.configs} > {log} 2>&1"
+        "{CONFIG_ARGS} > {log} 2>&1"
 
 
 rule summary:

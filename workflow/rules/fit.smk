@@ -9,7 +9,6 @@ rule fit:
     params:
         config_hash=method_hash(),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/fit_{method}_seed{seed}.log",
     benchmark:
@@ -20,4 +19,4 @@ rule fit:
     shell:
         "{params.kubm} fit {wildcards.suite}/{wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
         "--train {input.train} --test {input.test} --ae {input.ae} --out {output} "
-        "--threads {threads} --no-progress {params.configs} > {log} 2>&1"
+        "--threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"

@@ -9,7 +9,6 @@ rule segment:
     params:
         config_hash=stage_hash("segment", "segment", "weights"),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/segment_{split}.log",
     benchmark:
@@ -20,4 +19,4 @@ rule segment:
     shell:
         "{params.kubm} segment {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
         "--demos {input.demos} --out {output.masks} --metrics {output.metrics} --video {output.video} "
-        "--threads {threads} --no-progress {params.configs} > {log} 2>&1"
+        "--threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"

@@ -10,7 +10,6 @@ rule track:
     params:
         config_hash=stage_hash("track", "track", "weights"),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/track_{split}.log",
     benchmark:
@@ -21,4 +20,4 @@ rule track:
     shell:
         "{params.kubm} track {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
         "--demos {input.demos} --masks {input.masks} --out {output.tracks} --metrics {output.metrics} "
-        "--video {output.video} --threads {threads} --no-progress {params.configs} > {log} 2>&1"
+        "--video {output.video} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"

@@ -13,7 +13,6 @@ rule train_ae:
     params:
         config_hash=stage_hash("train_ae", "train_ae"),
         kubm=KUBM,
-        configs=CONFIG_ARGS,
     log:
         "logs/{suite}/{task}/train_ae.log",
     benchmark:
@@ -23,4 +22,4 @@ rule train_ae:
         mem_mb=4000,
     shell:
         "{params.kubm} train-ae {wildcards.suite}/{wildcards.task} --train {input.train} --test {input.test} "
-        "--out {output} --threads {threads} --no-progress {params.configs} > {log} 2>&1"
+        "--out {output} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"
