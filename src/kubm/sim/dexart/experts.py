@@ -467,7 +467,6 @@ class _LidExpert(_GraspAndTurnExpert):
                 self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
                 self.target[R.ARM_DOF :] = self._hand(env, hand)
                 return self.target.copy()
-        self._goal = goal
         v = p["kp"] * (goal - pos)
         n = np.linalg.norm(v)
         vmax = p["vmax_close"] if self.phase in ("insert", "lift", "grasp") else p["vmax"]
