@@ -152,7 +152,7 @@ def test_adding_a_method_reruns_only_its_nodes(smoke_run, tmp_path):
     proj, _ = smoke_run
     extra = tmp_path / "add_diffusion.yaml"
     extra.write_text("suites: {adroit: {tasks: {relocate: {methods: [kubm, kodex, regression, diffusion]}}}}\n")
-    dry = run(["snakemake", "-n", "--cores", "1", *SMOKE, "--configfile", str(extra)], cwd=proj).stdout
+    dry = run(["snakemake", "-n", "--cores", "1", *SMOKE, str(extra)], cwd=proj).stdout  # one --configfile, two files
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
     assert jobs == {"fit": "1", "evaluate_method": "1", "merge_eval": "1", "summary": "1", "all": "1", "total": "5"}, dry
     assert "models/adroit/relocate/diffusion/seed0" in dry and "methods/diffusion.json" in dry

@@ -4,7 +4,6 @@ rule collect:
         directory("data/{suite}/{task}/demos/{split}.zarr"),
     params:
         config_hash=stage_hash("collect"),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/collect_{split}.log",
     benchmark:
@@ -13,5 +12,5 @@ rule collect:
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} collect {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
+        "{KUBM} collect {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
         "--out {output} {CONFIG_ARGS} > {log} 2>&1"

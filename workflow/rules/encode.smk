@@ -14,13 +14,12 @@ rule encode:
         directory("data/{suite}/{task}/features/{split}.zarr"),
     params:
         config_hash=stage_hash("encode"),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/encode_{split}.log",
     benchmark:
         "logs/benchmarks/{suite}/{task}/encode_{split}.tsv"
     threads: 1
     shell:
-        "{params.kubm} encode {wildcards.suite}/{wildcards.task} --demos {input.demos} --tracks {input.tracks} "
+        "{KUBM} encode {wildcards.suite}/{wildcards.task} --demos {input.demos} --tracks {input.tracks} "
         "--masks {input.masks} --ae {input.ae} --out {output} --threads {threads} --no-progress "
         "{CONFIG_ARGS} > {log} 2>&1"

@@ -9,7 +9,6 @@ rule evaluate_method:
         artifacts=directory("results/{suite}/{task}/methods/{method}"),
     params:
         config_hash=eval_hash(),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/evaluate_{method}.log",
     benchmark:
@@ -18,7 +17,7 @@ rule evaluate_method:
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} evaluate {wildcards.suite}/{wildcards.task} --models {input.models} --ae {input.ae} "
+        "{KUBM} evaluate {wildcards.suite}/{wildcards.task} --models {input.models} --ae {input.ae} "
         "--test {input.test} --out {output.eval} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"
 
 
@@ -28,15 +27,13 @@ rule merge_eval:
         lambda w: expand("results/{suite}/{task}/methods/{method}.json", method=task_methods(w), **w),
     output:
         "results/{suite}/{task}/eval.json",
-    params:
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/merge_eval.log",
     benchmark:
         "logs/benchmarks/{suite}/{task}/merge_eval.tsv"
     threads: 1
     shell:
-        "{params.kubm} merge-eval {wildcards.suite}/{wildcards.task} {input} --out {output} "
+        "{KUBM} merge-eval {wildcards.suite}/{wildcards.task} {input} --out {output} "
         "{CONFIG_ARGS} > {log} 2>&1"
 
 
@@ -48,12 +45,10 @@ rule summary:
         md="results/summary.md",
         json="results/summary.json",
         plots=directory("results/summary_plots"),
-    params:
-        kubm=KUBM,
     log:
         "logs/summary.log",
     benchmark:
         "logs/benchmarks/summary.tsv"
     threads: 1
     shell:
-        "{params.kubm} summary {input} --out {output.md} > {log} 2>&1"
+        "{KUBM} summary {input} --out {output.md} > {log} 2>&1"

@@ -8,7 +8,6 @@ rule fit:
         directory("models/{suite}/{task}/{method}/seed{seed}"),
     params:
         config_hash=method_hash(),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/fit_{method}_seed{seed}.log",
     benchmark:
@@ -17,6 +16,6 @@ rule fit:
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} fit {wildcards.suite}/{wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
+        "{KUBM} fit {wildcards.suite}/{wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
         "--train {input.train} --test {input.test} --ae {input.ae} --out {output} "
         "--threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"

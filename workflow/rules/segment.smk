@@ -8,7 +8,6 @@ rule segment:
         video="results/{suite}/{task}/qc/segment_{split}.mp4",
     params:
         config_hash=stage_hash("segment", "segment", "weights"),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/segment_{split}.log",
     benchmark:
@@ -17,6 +16,6 @@ rule segment:
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} segment {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
+        "{KUBM} segment {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
         "--demos {input.demos} --out {output.masks} --metrics {output.metrics} --video {output.video} "
         "--threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"

@@ -9,7 +9,6 @@ rule track:
         video="results/{suite}/{task}/qc/track_{split}.mp4",
     params:
         config_hash=stage_hash("track", "track", "weights"),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/track_{split}.log",
     benchmark:
@@ -18,6 +17,6 @@ rule track:
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} track {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
+        "{KUBM} track {wildcards.suite}/{wildcards.task} --split {wildcards.split} "
         "--demos {input.demos} --masks {input.masks} --out {output.tracks} --metrics {output.metrics} "
         "--video {output.video} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"

@@ -12,7 +12,6 @@ rule train_ae:
         directory("models/{suite}/{task}/flow_ae"),
     params:
         config_hash=stage_hash("train_ae", "train_ae"),
-        kubm=KUBM,
     log:
         "logs/{suite}/{task}/train_ae.log",
     benchmark:
@@ -21,5 +20,5 @@ rule train_ae:
     resources:
         mem_mb=4000,
     shell:
-        "{params.kubm} train-ae {wildcards.suite}/{wildcards.task} --train {input.train} --test {input.test} "
+        "{KUBM} train-ae {wildcards.suite}/{wildcards.task} --train {input.train} --test {input.test} "
         "--out {output} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"
