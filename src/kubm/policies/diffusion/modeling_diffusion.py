@@ -23,7 +23,6 @@ action limits.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import deque
@@ -31,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kubm.policies.persistence import load_torch_state, read_policy, write_policy
 from kubm.policies.diffusion.configuration_diffusion import DiffusionConfig
 from kubm.policies.features import (
     ChunkData,
@@ -44,8 +43,6 @@ from kubm.policies.features import (
 )
 
 METHOD = "diffusion"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 FORMAT_VERSION = 1
 
 
@@ -361,31 +358,13 @@ class DiffusionPolicy:
                 "weights": "EMA", **self.extra}
 
     def save(self, directory) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS), metadata={"method": METHOD})
-        (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2, allow_nan=False))
-        return directory
+        return write_policy(directory, METHOD, self.model.state_dict(), self.config_dict())
 
     @classmethod
     def load(cls, directory) -> DiffusionPolicy:
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{directory}: no {p.name}; not a saved Diffusion Policy model "
-                                        "(run `kubm fit ... --method diffusion`)")
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("method") != METHOD:
-            raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {METHOD!r}")
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
+        directory, meta, w_path = read_policy(directory, METHOD, FORMAT_VERSION, "Diffusion Policy")
         model = DiffusionModel(DiffusionConfig.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
-        try:
-            model.load_state_dict(load_file(str(w_path)), strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{directory}: weights do not match config.json ({e})") from e
+        load_torch_state(model, w_path, directory)
         known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c", "features",
                  "obs_layout", "weights"}
         policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),

@@ -24,13 +24,13 @@ by ``kubm.policies.kubm.calibrate_replan_threshold`` (the same procedure as K-UB
 
 from __future__ import annotations
 
-import json
 import math
 from itertools import combinations_with_replacement
 from pathlib import Path
 
 import numpy as np
 
+from kubm.policies.persistence import load_arrays, read_policy, write_policy
 from kubm.policies.features import (
     block_statistics,
     check_vector,
@@ -42,8 +42,6 @@ from kubm.policies.kodex.configuration_kodex import KodexConfig
 from kubm.policies.kubm.modeling_kubm import Plan
 
 METHOD = "kodex"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 FORMAT_VERSION = 1
 ARRAYS = ("K", "state_shift", "state_scale", "pca_mean", "pca_basis", "action_low", "action_high")
 
@@ -236,34 +234,12 @@ class KodexPolicy:
                                "components of degree 2..degree]", **self.extra}
 
     def save(self, directory) -> Path:
-        from safetensors.numpy import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: np.ascontiguousarray(v, np.float64) for k, v in self.arrays().items()},
-                  str(directory / WEIGHTS), metadata={"method": METHOD})
-        (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2, allow_nan=False))
-        return directory
+        return write_policy(directory, METHOD, self.arrays(), self.config_dict())
 
     @classmethod
     def load(cls, directory) -> KodexPolicy:
-        from safetensors.numpy import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{directory}: no {p.name}; not a saved KODex model "
-                                        "(run `kubm fit ... --method kodex`)")
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("method") != METHOD:
-            raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {METHOD!r}")
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
-        arrays = load_file(str(w_path))
-        missing = [k for k in ARRAYS if k not in arrays]
-        if missing:
-            raise ValueError(f"{directory}: {WEIGHTS} lacks {missing}")
+        directory, meta, w_path = read_policy(directory, METHOD, FORMAT_VERSION, "KODex")
+        arrays = load_arrays(w_path, directory, ARRAYS)
         known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c", "d_xi", "d_z",
                  "scale_s", "replan_threshold_px", "features", "xi_layout", "lift_layout"}
         try:

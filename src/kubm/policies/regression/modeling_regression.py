@@ -13,11 +13,11 @@ longest demo hold the last one), ``flow`` is None, and there is no ``replan``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from kubm.policies.persistence import load_arrays, read_policy, write_policy
 from kubm.policies.features import (
     block_statistics,
     check_vector,
@@ -29,8 +29,6 @@ from kubm.policies.kubm.modeling_kubm import Plan
 from kubm.policies.regression.configuration_regression import RegressionConfig
 
 METHOD = "regression"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 FORMAT_VERSION = 1
 ARRAYS = ("W", "b", "x_mean", "x_std", "action_low", "action_high")
 
@@ -119,36 +117,14 @@ class RegressionPolicy:
                 **self.extra}
 
     def save(self, directory) -> Path:
-        from safetensors.numpy import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         arrays = {"W": self.W, "b": self.b, "x_mean": self.x_mean, "x_std": self.x_std,
                   "action_low": self._low, "action_high": self._high}
-        save_file({k: np.ascontiguousarray(v, np.float64) for k, v in arrays.items()}, str(directory / WEIGHTS),
-                  metadata={"method": METHOD})
-        (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2, allow_nan=False))
-        return directory
+        return write_policy(directory, METHOD, arrays, self.config_dict())
 
     @classmethod
     def load(cls, directory) -> RegressionPolicy:
-        from safetensors.numpy import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{directory}: no {p.name}; not a saved regression model "
-                                        "(run `kubm fit ... --method regression`)")
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("method") != METHOD:
-            raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {METHOD!r}")
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
-        a = load_file(str(w_path))
-        missing = [k for k in ARRAYS if k not in a]
-        if missing:
-            raise ValueError(f"{directory}: {WEIGHTS} lacks {missing}")
+        directory, meta, w_path = read_policy(directory, METHOD, FORMAT_VERSION, "regression")
+        a = load_arrays(w_path, directory, ARRAYS)
         known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c", "features",
                  "scale_s", "T_max", "input_layout"}
         try:

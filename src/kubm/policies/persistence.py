@@ -1,0 +1,71 @@
+"""The on-disk form every policy shares: ``model.safetensors`` + ``config.json``.
+
+Each method's ``save`` / ``load`` calls these, so the file names, the method/format checks
+and their error messages are one piece of code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def write_policy(directory, method: str, tensors: dict, config: dict) -> Path:
+    """Write ``tensors`` (torch tensors, or numpy arrays stored as float64) and ``config``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    first = next(iter(tensors.values()), None)
+    if hasattr(first, "detach"):  # a torch state dict
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    else:  # closed-form models: numpy arrays
+        from safetensors.numpy import save_file
+
+        tensors = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
+    save_file(tensors, str(directory / WEIGHTS), metadata={"method": method})
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, allow_nan=False))
+    return directory
+
+
+def read_policy(directory, method: str, fmt: int, label: str) -> tuple[Path, dict, Path]:
+    """(directory, config.json as a dict, weights path) after checking both files exist and
+    that the config names ``method`` and ``fmt``; ``label`` names the model in errors."""
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{directory}: no {p.name}; not a saved {label} model "
+                                    f"(run `kubm fit ... --method {method}`)")
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("method") != method:
+        raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {method!r}")
+    if meta.get("format") != fmt:
+        raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {fmt}")
+    return directory, meta, w_path
+
+
+def load_torch_state(model, w_path: Path, directory) -> None:
+    """Strictly load a torch model's weights; a mismatch names the directory."""
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(w_path)), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{directory}: weights do not match config.json ({e})") from e
+
+
+def load_arrays(w_path: Path, directory, required) -> dict:
+    """numpy arrays of a closed-form model, refusing a file that lacks any of ``required``."""
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(w_path))
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise ValueError(f"{directory}: {WEIGHTS} lacks {missing}")
+    return arrays
