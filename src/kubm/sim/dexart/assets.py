@@ -120,19 +120,12 @@ class BucketAssets:
         i = int(self.ids[rng.integers(len(self.ids))])
         pos = (rng.uniform(0.0, 0.05), rng.uniform(-0.025, 0.025))
         d = self.instance_dir(i)
-        loader = scene.create_urdf_loader()
-        loader.fix_root_link = False
-        loader.load_multiple_collisions_from_file = True
-        loader.scale = float(self.scale[str(i)])
-        loader.set_material(1.0, 1.0, 0.1)
+        loader = _urdf_loader(scene, self.scale[str(i)], fix_root=False)
         loader.set_link_density("link_0", 100.0)
         loader.set_link_density("link_1", 7800.0)
-        urdf = d / "mobility.urdf"
-        if not visual:  # the 3.0.3 loader builds render shapes, which need a render device
-            urdf = _without_visuals(urdf)
-        art = loader.load(str(urdf))
+        art = _load_urdf(loader, d / "mobility.urdf", visual)
         art.name = f"bucket_{i}"
-        hinge = _handle_joint_index(d / "mobility_v2.json", art.dof)
+        hinge = _hinge_index(d / "mobility_v2.json", art.dof, count=("free",), name="handle")
         joint = art.active_joints[hinge]
         for j in art.active_joints:
             j.set_friction(0.0)
@@ -149,9 +142,7 @@ class BucketAssets:
         part = joint.child_link
         base = next((l for l in art.links if l.name == "link_1"), art.links[0])
         grip_local = _grip_local(part)
-        # Stand on the table: lowest collision point at z = 0.
-        z_min = min(l.compute_global_aabb_tight()[0, 2] for l in art.links if l.collision_shapes)
-        root = sapien.Pose((pos[0], pos[1], -float(z_min)), root.q)
+        root = sapien.Pose((pos[0], pos[1], _table_height(art)), root.q)
         art.set_root_pose(root)
         q[hinge] = left
         art.set_qpos(q)
@@ -240,16 +231,9 @@ class PartNetAssets:
         i = int(self.ids[rng.integers(len(self.ids))])
         pos = (rng.uniform(0.0, 0.1), rng.uniform(-0.05, 0.05))  # DexArt: rand_pos 0.1 (faucet, laptop)
         d = self.instance_dir(i)
-        loader = scene.create_urdf_loader()
-        loader.fix_root_link = True
-        loader.load_multiple_collisions_from_file = True
-        loader.scale = float(self.scale.get(str(i), 1.0))
-        loader.set_material(1.0, 1.0, 0.1)
+        loader = _urdf_loader(scene, self.scale.get(str(i), 1.0), fix_root=True)
         loader.set_density(cfg["density"])  # DexArt's loader config {'density': ...}
-        urdf = d / "mobility.urdf"
-        if not visual:
-            urdf = _without_visuals(urdf)
-        art = loader.load(str(urdf))
+        art = _load_urdf(loader, d / "mobility.urdf", visual)
         art.name = f"{task}_{i}"
         k = self._part_index(art, i)
         joint = art.active_joints[k]
@@ -275,9 +259,8 @@ class PartNetAssets:
         base_name = self.toilet_joint.get(i, {}).get("body_link")
         base = next((l for l in art.links if l.name == base_name), None) or joint.parent_link or art.links[0]
         q[k] = left
-        art.set_qpos(q)  # stand on the table at the reset pose: lowest collision point at z = 0
-        z_min = min(l.compute_global_aabb_tight()[0, 2] for l in art.links if l.collision_shapes)
-        root = sapien.Pose((pos[0], pos[1], -float(z_min)))
+        art.set_qpos(q)  # stand on the table at the reset pose
+        root = sapien.Pose((pos[0], pos[1], _table_height(art)))
         art.set_root_pose(root)
         art.set_qpos(q)
         art.set_qvel(np.zeros(art.dof, np.float32))
@@ -332,25 +315,32 @@ def _hinge_index(mobility_v2: Path, dof: int, *, count, name) -> int:
     return index
 
 
+def _urdf_loader(scene, scale, *, fix_root: bool):
+    """SAPIEN's URDF loader with DexArt's settings shared by every PartNet object."""
+    loader = scene.create_urdf_loader()
+    loader.fix_root_link = fix_root
+    loader.load_multiple_collisions_from_file = True
+    loader.scale = float(scale)
+    loader.set_material(1.0, 1.0, 0.1)
+    return loader
+
+
+def _load_urdf(loader, urdf: Path, visual: bool):
+    if not visual:  # the 3.0.3 loader builds render shapes, which need a render device
+        urdf = _without_visuals(urdf)
+    return loader.load(str(urdf))
+
+
+def _table_height(art) -> float:
+    """Root z that puts the lowest collision point (at the current qpos, root at z = 0) on the table."""
+    return -float(min(l.compute_global_aabb_tight()[0, 2] for l in art.links if l.collision_shapes))
+
+
 def _read_json(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"dexart assets: missing {path}")
     with open(path) as f:
         return json.load(f)
-
-
-def _handle_joint_index(mobility_v2: Path, dof: int) -> int:
-    """DexArt: count 'free' entries as DoFs; the handle is the 'hinge' named 'handle'."""
-    entries = _read_json(mobility_v2)
-    n, index = 0, None
-    for e in entries:
-        if e.get("joint") == "free":
-            n += 1
-        if e.get("joint") == "hinge" and e.get("name") == "handle":
-            index = n - 1
-    if index is None or index < 0 or index >= dof:
-        raise ValueError(f"{mobility_v2}: no usable 'hinge' entry named 'handle' (dof {dof})")
-    return index
 
 
 def _grip_local(part, along: int = 2) -> sapien.Pose:
