@@ -66,3 +66,24 @@ def test_expert_params_are_checked(task):
     with pytest.raises(ValueError, match=f"unknown dexart_{task} params"):
         CLASSES[task]({"speed": 1})
     assert CLASSES[task]({"vmax": 0.2}).p["vmax"] == 0.2
+
+
+def test_lid_reach_lowers_an_unreachable_hover():
+    """Seed 200000's full hover above the toilet scoop is out of the xArm's IK reach (near its
+    base): the reach must pick a lower point the IK solves, not fall back to a palm twist."""
+    env = DexArtEnv("toilet", render=False)
+    expert = E.DexArtToiletExpert()
+    env.reset(200000)
+    expert.reset(env, 200000)
+    seen = []
+    reachable = expert._reachable_hover
+    expert._reachable_hover = lambda env_, below, rot: seen.append((below, rot)) or reachable(env_, below, rot)
+    expert.act(env)
+    below, rot = seen[0]
+    full = below + np.array([0.0, 0.0, expert.p["hover"]])
+    expert.q_ik = None
+    assert expert._ik(env, full, rot) is None  # the full hover is out of reach here ...
+    expert.q_ik = None
+    goal, q = reachable(env, below, rot)
+    assert q is not None and below[2] <= goal[2] < full[2]  # ... and a lower one is reached
+    env.close()

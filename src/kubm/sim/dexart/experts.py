@@ -343,7 +343,8 @@ class _LidExpert(_GraspAndTurnExpert):
     the fingers, let it fall onto its open stop, then grasp its top edge from above.
 
     The hand stays palm down, fingers forward (toward the hinge, `u`) and straight while it
-    opens the lid. Phases: reach (IK to a hover point above the start of the scoop) -> descend
+    opens the lid. Phases: reach (IK to the highest point, up to `hover`, above the start of
+    the scoop that the arm reaches) -> descend
     (to fingertip height just under the ajar lid, in front of its front edge) -> insert (slide
     in under the lid until the fingertips are `r` m from the hinge or the lid moves) -> lift
     (the fingertips' backs follow the lid's underside about the hinge at radius `r`, leading
@@ -423,7 +424,7 @@ class _LidExpert(_GraspAndTurnExpert):
         d = self._lid_len(env)
         r = min(p["r"], d - p["edge_in"])
         vert = np.pi / 2
-        goal, r_des, hand = pos, r_down, 0.0
+        goal, r_des, hand, q_reach = pos, r_down, 0.0, None
         open_at = min(vert + p["pass_by"], env.obj.q_goal - 0.02)  # past vertical, or at the open stop
         if self.phase in ("over", "grasp") and angle < open_at - 0.3:
             self.phase = "reach"  # the lid fell back: scoop again
@@ -431,7 +432,7 @@ class _LidExpert(_GraspAndTurnExpert):
             inside = self._lid_point(u, hinge, r, angle, p["under"] + 0.01)
             pre = inside - fh * (d - r + p["approach"]) / float(fh @ u)
             if self.phase == "reach":
-                goal = pre + z * p["hover"] - ctrl
+                goal, q_reach = self._reachable_hover(env, pre - ctrl, r_down)
                 if np.linalg.norm(goal - pos) < p["tol_reach"] and np.linalg.norm(_rotvec(r_down @ palm[:3, :3].T)) < 0.15:
                     self.phase = "descend"
             if self.phase == "descend":
@@ -462,7 +463,7 @@ class _LidExpert(_GraspAndTurnExpert):
                 goal = at + u * p["push"]
                 hand = p["close"] if np.linalg.norm(goal - pos) < 0.03 else 0.0
         if (self.phase == "reach" and p["ik_reach"]) or self.phase in p["ik_phases"]:
-            q_goal = self._ik(env, goal, r_des)
+            q_goal = q_reach if self.phase == "reach" and q_reach is not None else self._ik(env, goal, r_des)
             if q_goal is not None:
                 self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
                 self.target[R.ARM_DOF :] = self._hand(env, hand)
@@ -478,6 +479,21 @@ class _LidExpert(_GraspAndTurnExpert):
         self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)
         self.target[R.ARM_DOF :] = self._hand(env, hand)
         return self.target.copy()
+
+    def _reachable_hover(self, env, below: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The highest of `hover`, 0.7, 0.5, 0.3 and 0 times it above `below` (the scoop's start)
+        that the arm's IK reaches, with its joint solution. Near the robot's base (the toilet's
+        front edge) a full hover is out of the xArm's reach: the IK fails there, and the twist
+        fallback used to drive the wrist onto a twisted branch it never left."""
+        z = np.array([0.0, 0.0, 1.0])
+        if not self.p["ik_reach"]:
+            return below + z * self.p["hover"], None
+        for frac in (1.0, 0.7, 0.5, 0.3, 0.0):
+            goal = below + z * self.p["hover"] * frac
+            q = self._ik(env, goal, rot)
+            if q is not None:
+                return goal, q
+        return below + z * self.p["hover"], None
 
     def _hand(self, env, amount: float) -> np.ndarray:
         """amount 0: straight fingers (scooping), > 0: curled over the top edge."""
@@ -503,7 +519,9 @@ class DexArtToiletExpert(_LidExpert):
     __doc__ = _LidExpert.__doc__
     name = "dexart_toilet"
     # the lid is barely ajar over the bowl: lift it at its front edge, which overhangs the bowl
-    DEFAULTS = dict(_LidExpert.DEFAULTS, r=0.5, edge_in=0.015, vmax_close=0.25)
+    # the scoop starts 6 cm in front of it: near the xArm's base the hover is lowered, and the
+    # fingers must still clear the lid's top on the way down
+    DEFAULTS = dict(_LidExpert.DEFAULTS, r=0.5, edge_in=0.015, vmax_close=0.25, approach=0.06)
 
 
 EXPERTS = {
