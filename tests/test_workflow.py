@@ -76,3 +76,13 @@ def test_dvc_stages_match_snakemake_outputs(root, profile):
         assert planned <= ours
     else:
         assert planned == ours
+
+
+def test_deterministic_profile_takes_every_fit_off_the_clock(root):
+    """Every method whose default fit has a wall-clock budget gets an iteration count instead."""
+    default = load_config([root / "config/config.yaml"])["fit"]
+    fit = load_config([root / "config/config.yaml", root / "config/deterministic.yaml"])["fit"]
+    clocked = [m for m, c in default.items() if isinstance(c, dict) and c.get("time_budget_s")]
+    assert set(clocked) == {"kubm", "diffusion", "act"}
+    for m in clocked:
+        assert fit[m]["time_budget_s"] is None and 0 < fit[m]["iterations"] < default[m]["iterations"]
