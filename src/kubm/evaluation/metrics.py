@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["centroid_divergence", "latency_stats", "mean_squared_jerk", "wilson_interval"]
+__all__ = ["centroid_divergence", "distinct_wilson_interval", "latency_stats", "mean_squared_jerk", "wilson_interval"]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -32,6 +32,14 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
     # Clamp: at k = 0 or k = n the bound is 0 or 1 up to rounding.
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def distinct_wilson_interval(outcomes, twins) -> tuple[float, float]:
+    """Wilson interval over (training seed, success) episode outcomes, leaving out the training
+    seeds in ``twins``: their models are identical to another seed's, so their episodes are
+    reused copies, not new evidence."""
+    kept = [bool(ok) for seed, ok in outcomes if int(seed) not in twins]
+    return wilson_interval(sum(kept), len(kept))
 
 
 def mean_squared_jerk(actions: np.ndarray, fps: float) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kubm.evaluation.metrics import wilson_interval
+from kubm.evaluation.metrics import distinct_wilson_interval
 from kubm.evaluation.report import validate_eval
 
 __all__ = ["REFERENCE", "build_summary", "render_markdown", "write_summary"]
@@ -51,8 +51,7 @@ def _method_row(entry: dict, reference: dict | None) -> dict:
     k = sum(int(ep["success"]) for ep in entry["per_episode"])
     # training seeds whose model is identical to another's reuse its episodes: not new evidence
     twins = {int(t) for t in (entry.get("identical_to") or {})}
-    distinct = [ep for ep in entry["per_episode"] if int(ep["train_seed"]) not in twins]
-    ci = list(wilson_interval(sum(int(ep["success"]) for ep in distinct), len(distinct)))
+    ci = list(distinct_wilson_interval(((ep["train_seed"], ep["success"]) for ep in entry["per_episode"]), twins))
     lat = entry["latency_ms"]["policy"]
     row = {
         "success_rate": entry["success_rate"],

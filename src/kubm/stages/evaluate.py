@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kubm.config import TaskConfig
-from kubm.evaluation.metrics import wilson_interval
+from kubm.evaluation.metrics import distinct_wilson_interval
 from kubm.evaluation.report import STATISTICS, method_summary, plot_flow_error, write_eval
 from kubm.evaluation.rollout import EpisodeResult, OnlinePerception, make_runner, run_episode
 from kubm.provenance import git_revision, package_versions
@@ -316,9 +316,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
         methods[method] = method_summary(res, replan_threshold_px=threshold, models=[str(m) for _, m, _ in mods])
         if method in shared:
             methods[method]["identical_to"] = {str(k): v for k, v in sorted(shared[method].items())}
-            # reused episodes are copies, not new evidence: the interval counts distinct ones only
-            distinct = [e for s, e in res if s not in shared[method]]
-            methods[method]["ci95"] = list(wilson_interval(sum(e.success for e in distinct), len(distinct)))
+            methods[method]["ci95"] = list(distinct_wilson_interval(((s, e.success) for s, e in res), shared[method]))
         wall = [_train_wall_s(m) for _, m, _ in mods]
         if all(w is not None for w in wall):
             methods[method]["train_wall_s"] = float(np.mean(wall))

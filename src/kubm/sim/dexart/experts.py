@@ -186,22 +186,26 @@ class _GraspAndTurnExpert:
         if self.phase == "after":
             goal, r_des = self._after_turn(env, palm)
 
-        if self.phase == "reach" and p["ik_reach"]:
-            q_goal = self._ik(env, goal, r_des)
-            if q_goal is not None:
-                step = np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
-                self.target[: R.ARM_DOF] += step
-                self.target[R.ARM_DOF :] = self._hand(env, hand)
-                return self.target.copy()
-        v = p["kp"] * (goal - pos)
-        n = np.linalg.norm(v)
+        q_goal = self._ik(env, goal, r_des) if self.phase == "reach" and p["ik_reach"] else None
         vmax = p["vmax_close"] if self.phase == "close" else p["vmax"]
-        if n > vmax:
-            v *= vmax / n
-        w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
-        arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
-        q_arm = env.qpos_full()[: R.ARM_DOF]
-        self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)  # no wind-up when blocked
+        return self._command(env, palm, goal, r_des, hand, vmax, q_goal)
+
+    def _command(self, env, palm, goal, r_des, hand: float, vmax: float, q_goal=None) -> np.ndarray:
+        """The action: arm targets one joint step (at most `joint_step`) toward the IK solution
+        `q_goal` when there is one, else a palm twist toward (goal, r_des) capped at `vmax`
+        m/s; finger targets from `_hand(hand)`."""
+        p = self.p
+        if q_goal is not None:
+            self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
+        else:
+            v = p["kp"] * (goal - palm[:3, 3])
+            n = np.linalg.norm(v)
+            if n > vmax:
+                v *= vmax / n
+            w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
+            arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
+            q_arm = env.qpos_full()[: R.ARM_DOF]
+            self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)  # no wind-up when blocked
         self.target[R.ARM_DOF :] = self._hand(env, hand)
         return self.target.copy()
 
@@ -371,16 +375,16 @@ class _LidExpert(_GraspAndTurnExpert):
         edge_dz=-0.015,  # ... and this far above it (pressing down on it)
         close=1.6,
         push=0.01,  # m: the grasp presses the top edge this far toward the open stop
-        hold_past=0.0,
-        thumb=(0.3, 0.0, 0.0),  # thumb joints 13-15 while grasping  # rad: the grasp holds the top edge where it is this far past the open stop
+        hold_past=0.0,  # rad: the grasp holds the top edge where it is this far past the open stop
+        thumb=(0.3, 0.0, 0.0),  # thumb joints 13-15 while grasping
         vmax=0.3,
         vmax_close=0.15,
         tol_reach=0.02,
         tol_descend=0.015,
         ik_reach=True,  # joint-space reach to the scoop's start (a palm twist there can drag link5 over the pedestal)
-        ik_phases=(),
+        ik_phases=(),  # phases that move in joint space toward an IK solution of their goal
         over_back=0.12,  # m: in front of the top edge before going over it
-        align=0.0,  # finger direction: 0 radial from the robot base, 1 along the lid (toward its hinge)  # phases that move in joint space toward an IK solution of their goal
+        align=0.0,  # finger direction: 0 radial from the robot base, 1 along the lid (toward its hinge)
     )
 
     def reset(self, env, seed: int) -> None:
@@ -462,38 +466,29 @@ class _LidExpert(_GraspAndTurnExpert):
             if self.phase == "grasp":  # press toward the open stop: curled fingers must not pull it shut
                 goal = at + u * p["push"]
                 hand = p["close"] if np.linalg.norm(goal - pos) < 0.03 else 0.0
-        if (self.phase == "reach" and p["ik_reach"]) or self.phase in p["ik_phases"]:
-            q_goal = q_reach if self.phase == "reach" and q_reach is not None else self._ik(env, goal, r_des)
-            if q_goal is not None:
-                self.target[: R.ARM_DOF] += np.clip(q_goal - self.target[: R.ARM_DOF], -p["joint_step"], p["joint_step"])
-                self.target[R.ARM_DOF :] = self._hand(env, hand)
-                return self.target.copy()
-        v = p["kp"] * (goal - pos)
-        n = np.linalg.norm(v)
+        q_goal = None
+        if self.phase == "reach" and p["ik_reach"]:
+            q_goal = q_reach  # solved (or found out of reach) by _reachable_hover: no second IK
+        elif self.phase in p["ik_phases"]:
+            q_goal = self._ik(env, goal, r_des)
         vmax = p["vmax_close"] if self.phase in ("insert", "lift", "grasp") else p["vmax"]
-        if n > vmax:
-            v *= vmax / n
-        w = p["kr"] * _rotvec(r_des @ palm[:3, :3].T)
-        arm = env.arm_targets_for_twist(np.concatenate([v, w]), q=self.target)
-        q_arm = env.qpos_full()[: R.ARM_DOF]
-        self.target[: R.ARM_DOF] = np.clip(arm, q_arm - 0.15, q_arm + 0.15)
-        self.target[R.ARM_DOF :] = self._hand(env, hand)
-        return self.target.copy()
+        return self._command(env, palm, goal, r_des, hand, vmax, q_goal)
 
     def _reachable_hover(self, env, below: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The highest of `hover`, 0.7, 0.5, 0.3 and 0 times it above `below` (the scoop's start)
-        that the arm's IK reaches, with its joint solution. Near the robot's base (the toilet's
-        front edge) a full hover is out of the xArm's reach: the IK fails there, and the twist
-        fallback used to drive the wrist onto a twisted branch it never left."""
+        that the arm's IK reaches, with its joint solution (None: twist toward the full hover).
+        Near the robot's base (the toilet's front edge) a full hover is out of the xArm's reach:
+        the IK fails there, and the twist fallback used to drive the wrist onto a twisted branch
+        it never left."""
         z = np.array([0.0, 0.0, 1.0])
-        if not self.p["ik_reach"]:
-            return below + z * self.p["hover"], None
-        for frac in (1.0, 0.7, 0.5, 0.3, 0.0):
-            goal = below + z * self.p["hover"] * frac
-            q = self._ik(env, goal, rot)
-            if q is not None:
-                return goal, q
-        return below + z * self.p["hover"], None
+        full = below + z * self.p["hover"]
+        if self.p["ik_reach"]:
+            for frac in (1.0, 0.7, 0.5, 0.3, 0.0):
+                goal = below + z * self.p["hover"] * frac
+                q = self._ik(env, goal, rot)
+                if q is not None:
+                    return goal, q
+        return full, None
 
     def _hand(self, env, amount: float) -> np.ndarray:
         """amount 0: straight fingers (scooping), > 0: curled over the top edge."""
