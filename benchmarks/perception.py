@@ -21,12 +21,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 
 from kubm.experts.registry import make_expert
-from kubm.perception.queries import sample_queries
+from kubm.perception.queries import ordered_queries
 from kubm.perception.segmentation import SegPrompt, SimSegmenter, make_segmenter
 from kubm.perception.tracking import FrameAux, OpenCVLKTracker, SimPointTracker, make_tracker, tracking_metrics
 from kubm.sim.base import CameraSpec
 from kubm.sim.registry import make_env
-from kubm.stages.track import canonical_order
 
 EXPERTS = {"relocate": "adroit_relocate", "door": "adroit_door"}
 
@@ -76,7 +75,7 @@ def main() -> None:
     for task in args.tasks:
         rgb, seg, aux, ids = rollout(task, args.steps, args.seed)
         masks, t_seg = timed(SimSegmenter(ids).segment, rgb, SegPrompt(), seg=seg)
-        queries = canonical_order(sample_queries(masks[0], n=args.points, seed=args.seed))
+        queries = ordered_queries(masks[0], n=args.points, seed=args.seed)
         gt, t_sim = timed(SimPointTracker().track, rgb, queries, aux=aux)
         lk, t_lk = timed(OpenCVLKTracker().track, rgb, queries, aux=aux)
         m = tracking_metrics(lk, gt)
@@ -97,7 +96,7 @@ def main() -> None:
         sam2 = make_segmenter("sam2", {"sam2": {"checkpoint": "random", "image_size": 256}})
         _, t = timed(sam2.segment, rgb, prompt)
         fps["segment_sam2_tiny_256_random"] = [n / t]
-        queries = canonical_order(sample_queries(box_mask, n=args.points, seed=args.seed))
+        queries = ordered_queries(box_mask, n=args.points, seed=args.seed)
         for res in ((128, 128), (384, 512)):
             ct = make_tracker("cotracker3", {"cotracker3": {"checkpoint": "random", "model_resolution": list(res)}})
             _, t = timed(ct.track, rgb, queries)

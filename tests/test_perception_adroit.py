@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from kubm.experts.registry import make_expert
-from kubm.perception.queries import sample_queries
+from kubm.perception.queries import ordered_queries
 from kubm.perception.segmentation import SegPrompt, SimSegmenter
 from kubm.perception.tracking import FrameAux, OpenCVLKTracker, SimPointTracker, tracking_metrics
 from kubm.sim.base import CameraSpec
 from kubm.sim.registry import make_env
-from kubm.stages.track import canonical_order
 
 # Stated bound; benchmarks/perception.py measured 0.03 px (relocate) and 0.08 px (door).
 LK_MEDIAN_BOUND_PX = 0.5
@@ -29,7 +28,7 @@ def test_opencv_lk_close_to_sim_tracks(task, expert):
     aux = FrameAux(depth=np.stack(depth), seg=seg, object_pose=np.stack(pose), object_ids=np.asarray(env.object_seg_ids),
                    K=env.camera_intrinsics(), world_to_cam=env.camera_extrinsics())
     masks = SimSegmenter(env.object_seg_ids).segment(rgb, SegPrompt(), seg=seg)
-    queries = canonical_order(sample_queries(masks[0], n=128, seed=0))
+    queries = ordered_queries(masks[0], n=128, seed=0)
     gt = SimPointTracker().track(rgb, queries, aux=aux)
     lk = OpenCVLKTracker().track(rgb, queries, aux=aux)
     m = tracking_metrics(lk, gt)

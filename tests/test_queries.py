@@ -63,3 +63,38 @@ def test_empty_mask_raises():
         sample_queries(np.zeros((16, 16), bool))
     with pytest.raises(ValueError, match=r"\[H,W\]"):
         sample_queries(np.ones((2, 16, 16), bool))
+
+
+def test_ordered_queries_put_index_k_on_the_same_part_of_the_object():
+    """Moving and scaling the object moves point k with it: after undoing the shift and
+    scale, every index lands within a pixel or two of where it was."""
+    from kubm.perception.queries import ordered_queries
+
+    a = ordered_queries(disc(S=96, c=(30, 30), r=14), n=64, seed=0, erode_px=0)
+    b = ordered_queries(disc(S=96, c=(60, 50), r=14), n=64, seed=1, erode_px=0)
+    c = ordered_queries(disc(S=96, c=(40, 40), r=21), n=64, seed=2, erode_px=0)
+    shift = b[:, 1:] - a[:, 1:] - np.array([30, 20])
+    assert np.abs(shift).max() < 1.0
+    scaled = np.abs((c[:, 1:] - 40) / 1.5 - (a[:, 1:] - 30))  # in units of the small disc (r 14 px)
+    assert scaled.max() < 3.0 and np.median(scaled) < 1.0
+    # the farthest-point samples, even in raster order, do not have this property
+    fa = sample_queries(disc(S=96, c=(30, 30), r=14), n=64, seed=0, erode_px=0)
+    fb = sample_queries(disc(S=96, c=(60, 50), r=14), n=64, seed=1, erode_px=0)
+    order = lambda q: q[np.lexsort((q[:, 1], q[:, 2]))]  # noqa: E731
+    assert np.abs(order(fb)[:, 1:] - order(fa)[:, 1:] - np.array([30, 20])).max() > 10.0
+
+
+def test_ordered_queries_inside_mask_and_tiny_mask():
+    from kubm.perception.queries import ordered_queries
+
+    m = disc()
+    q = ordered_queries(m, n=100, seed=0, erode_px=2, frame=3)
+    assert q.shape == (100, 3) and (q[:, 0] == 3).all()
+    r, c = pixels(q)
+    assert eroded(m, 2)[r, c].all()
+    tiny = np.zeros((32, 32), bool)
+    tiny[10:12, 20:22] = True
+    q = ordered_queries(tiny, n=256, seed=1)
+    r, c = pixels(q)
+    assert q.shape == (256, 3) and tiny[r, c].all()
+    np.testing.assert_array_equal(ordered_queries(m, n=64, seed=3), ordered_queries(m, n=64, seed=3))

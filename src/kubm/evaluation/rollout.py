@@ -91,8 +91,7 @@ class OnlinePerception:
 
     def start(self, env, obs, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mask0 [H,W] bool, xy0 [N,2], visible0 [N]) on the reset frame."""
-        from kubm.perception.queries import sample_queries
-        from kubm.stages.track import canonical_order
+        from kubm.perception.queries import ordered_queries
 
         if obs.rgb is None:
             raise ValueError("evaluation needs a rendering env (make_env(..., render=True))")
@@ -101,7 +100,7 @@ class OnlinePerception:
         mask0 = np.asarray(self.segmenter.segment(obs.rgb[None], prompt, seg=seg))[0].astype(bool)
         if not mask0.any():
             raise ValueError(f"seed {seed}: the segmenter found no object in the first frame")
-        queries = canonical_order(sample_queries(mask0, n=self.n_points, seed=int(seed), erode_px=self.erode_px))
+        queries = ordered_queries(mask0, n=self.n_points, seed=int(seed), erode_px=self.erode_px)
         self.tracker.start(obs.rgb, queries, aux=frame_aux(env, obs))
         # On the query frame the tracks are the queries, all visible (as in the track stage).
         return mask0, queries[:, 1:].astype(np.float32), np.ones(len(queries), bool)

@@ -73,10 +73,16 @@ def _plot_loss(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogy(curves["iteration"], curves["loss"], lw=0.8)
+    ax.semilogy(curves["iteration"], curves["loss"], lw=0.8, label="total")
+    for key in ("trajectory", "windows"):
+        if any(v is not None for v in curves.get(key, [])):
+            ax.semilogy(curves["iteration"], curves[key], lw=0.6, alpha=0.7, label=key)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("coherence loss")
-    ax.set_title(f"K-UBM training ({curves['time_s'][-1]:.0f} s)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    fall = (curves.get("plateau") or {}).get("relative_fall")
+    tail = "" if fall is None else f", last fifth −{100 * fall:.1f} %"
+    ax.set_title(f"K-UBM training ({curves['time_s'][-1]:.0f} s{tail})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -146,7 +152,7 @@ def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: P
     policy = KubmPolicy(model, task_id=task.id, config_hash=task.hash(), feature_attrs=train.attrs, seed=seed,
                         extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
                                            "final_loss": curves["loss"][-1], "stopped": curves["stopped"],
-                                           "n_train_demos": len(train.episodes)},
+                                           "plateau": curves["plateau"], "n_train_demos": len(train.episodes)},
                                "git_revision": git_revision(), "versions": package_versions()})
     calib = calibrate_replan_threshold(policy, train.episodes, ae) if ae is not None else None
     policy.replan_threshold_px = calib["replan_threshold_px"] if calib else None
@@ -175,6 +181,9 @@ def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: P
         "iterations": len(curves["loss"]),
         "train_wall_s": round(train_s, 2),
         "stopped": curves["stopped"],
+        "plateau": curves["plateau"],
+        "max_rho_during_training": max(curves["rho"]),
+        "openloop_train": openloop_errors(policy, train.episodes, None),
     }
     (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1))
     return {"method": "kubm", "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],

@@ -1,7 +1,8 @@
 """track: N points on the manipulated object, tracked through every demo episode.
 
-Queries are sampled (seeded by the episode's seed) from the eroded first-frame
-mask of the segment stage. Quality is scored against the simulator's ground
+Queries lie on a quantile grid of the eroded first-frame mask of the segment stage
+(``kubm.perception.queries.ordered_queries``), so point k is the same part of the
+object in every episode. Quality is scored against the simulator's ground
 truth tracks (object points moved with the object's pose, depth-tested).
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kubm.config import TaskConfig
-from kubm.perception.queries import sample_queries
+from kubm.perception.queries import ordered_queries
 from kubm.perception.tracking import FrameAux, SimPointTracker, make_tracker, tracking_metrics
 from kubm.provenance import package_versions
 from kubm.report.video import overlay, write_mp4
@@ -34,12 +35,6 @@ def episode_aux(demos: EpisodeStore, ep: dict) -> FrameAux:
         K=np.asarray(cam["intrinsics"], dtype=np.float64),
         world_to_cam=np.asarray(cam["extrinsics_world_to_cam"], dtype=np.float64),
     )
-
-
-def canonical_order(queries: np.ndarray) -> np.ndarray:
-    """Raster order (row, then column) in the query frame, so point k means roughly the
-    same part of the object in every episode: the flow autoencoder's input is ordered."""
-    return queries[np.lexsort((queries[:, 1], queries[:, 2]))]
 
 
 def track(task: TaskConfig, config: dict, demos_path: Path, masks_path: Path, out: Path, metrics_path: Path,
@@ -67,7 +62,7 @@ def track(task: TaskConfig, config: dict, demos_path: Path, masks_path: Path, ou
         for i in tqdm(range(demos.n_episodes), desc=f"track {task.id}", unit="ep", disable=not progress):
             ep = demos.episode(i, keys=["rgb", "depth", "seg", "object_pose"])
             mask = masks.episode(i)["mask"]
-            queries = canonical_order(sample_queries(mask[0], n=n, seed=int(seeds[i]), erode_px=cfg["erode_px"]))
+            queries = ordered_queries(mask[0], n=n, seed=int(seeds[i]), erode_px=cfg["erode_px"])
             aux = episode_aux(demos, ep)
             pred = tracker.track(ep["rgb"], queries, aux=aux)
             gt = pred if tracker.describe()["backend"] == "sim" else reference.track(ep["rgb"], queries, aux=aux)

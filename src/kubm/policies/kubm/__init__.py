@@ -9,8 +9,8 @@ from kubm.policies.kubm.modeling_kubm import (
     calibrate_replan_threshold,
     openloop_errors,
     save_atomic,
-    train_kubm,
 )
+from kubm.policies.kubm.fitting_kubm import plateau, train_kubm
 
 __all__ = ["FitDiverged", "KubmConfig", "KubmModel", "KubmPolicy", "Plan", "calibrate_replan_threshold",
-           "openloop_errors", "save_atomic", "train_kubm"]
+           "openloop_errors", "plateau", "save_atomic", "train_kubm"]

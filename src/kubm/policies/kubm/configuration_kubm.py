@@ -9,6 +9,7 @@ tests. Both blocks are saved in the model's ``config.json``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,30 +21,38 @@ ACTIVATIONS = ("tanh", "gelu")
 NORMALIZE = ("standard", "scale", "none")
 
 
+DYNAMICS = ("modal", "dense")
+
+
 @dataclass
 class KubmConfig:
     # --- pipeline keys: fit.kubm.* -------------------------------------------------------
     d_psi: int = 128  # learned lift dimensions beyond ξ
-    horizon: int = 20  # H of the multi-step coherence loss
     hidden: list[int] = field(default_factory=lambda: [256, 256])  # widths of g_θ
+    dynamics: str = "modal"  # modal: K = P·blockdiag(r R(θ))·P⁻¹, ρ < 1 by construction; dense: free K
+    trajectory_weight: float = 1.0  # full-horizon rollouts from ξ_{-1}, every demo and step
+    window_weight: float = 0.3  # rollouts from later states (what a replan starts from)
+    horizon: int = 40  # steps of each window
+    starts_per_demo: int = 4  # windows per demo and iteration
+    psi_weight: float = 1.0  # loss weight of the lifted block relative to the ξ block
     lr_g: float = 1e-3
-    lr_K: float = 1e-4
-    clip_K: float = 1.0  # clip_grad_norm_ on K
-    iterations: int = 6000
-    starts_per_demo: int = 32
-    spectral_penalty: float = 0.0  # weight of relu(‖K‖₂ − 1)²
-    time_budget_s: float | None = None
+    lr_K: float = 3e-3  # the dynamics' Adam rate (P, ν, θ; or the dense K)
+    clip_K: float = 1.0  # clip_grad_norm_ on the dynamics' parameters
+    iterations: int = 1500
+    time_budget_s: float | None = None  # optional extra wall-clock cap (makes fits machine-dependent)
     # --- not pipeline keys (ablations, tests) ---------------------------------------------
     activation: str = "tanh"
     normalize: str = "standard"
+    lr_floor: float = 0.05  # cosine decay ends at this fraction of each base rate
+    r_max: float = 0.9999  # modal: eigenvalue moduli stay below this
+    r_init: float = 0.999  # modal: eigenvalue moduli at the start
+    theta_init_max: float = 0.5  # modal: rotation angles start spread over [0, this] (rad/step)
+    calib_horizon: int = 20  # replan-threshold calibration: steps after each (re)plan
     calib_starts_per_demo: int = 8  # replan-threshold calibration: start times per train demo
     calib_quantile: float = 95.0  # percentile of the centroid distances (px)
-    check_every: int = 50  # spectral-radius divergence check period (iterations)
-    max_abs_K: float = 1e3  # divergence: max |K_ij| above this
-    max_rho: float = 10.0  # divergence: spectral radius above this
-
-    PIPELINE_KEYS = ("d_psi", "horizon", "hidden", "lr_g", "lr_K", "clip_K", "iterations",
-                     "starts_per_demo", "spectral_penalty", "time_budget_s")
+    check_every: int = 50  # spectral-radius check period (iterations)
+    max_abs_K: float = 1e3  # dense: divergence when max |K_ij| exceeds this
+    max_rho: float = 10.0  # dense: divergence when the spectral radius exceeds this
 
     def __post_init__(self) -> None:
         self.hidden = [int(h) for h in self.hidden]
@@ -59,8 +68,19 @@ class KubmConfig:
                 problems.append(f"{name}={getattr(self, name)} must be > 0")
         if self.iterations < 1 or self.starts_per_demo < 1 or self.calib_starts_per_demo < 1:
             problems.append("iterations, starts_per_demo and calib_starts_per_demo must be >= 1")
-        if self.spectral_penalty < 0:
-            problems.append(f"spectral_penalty={self.spectral_penalty} must be >= 0")
+        if self.calib_horizon < 1:
+            problems.append(f"calib_horizon={self.calib_horizon} must be >= 1")
+        for name in ("trajectory_weight", "window_weight", "psi_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                problems.append(f"{name}={getattr(self, name)} must be a finite number >= 0")
+        if not self.trajectory_weight + self.window_weight > 0:
+            problems.append("trajectory_weight and window_weight cannot both be 0 (nothing to fit)")
+        if self.dynamics not in DYNAMICS:
+            problems.append(f"dynamics={self.dynamics!r} not in {DYNAMICS}")
+        if not 0 < self.r_init < self.r_max <= 1:
+            problems.append(f"need 0 < r_init ({self.r_init}) < r_max ({self.r_max}) <= 1")
+        if not 0 < self.lr_floor <= 1:
+            problems.append(f"lr_floor={self.lr_floor} must be in (0, 1]")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
         if self.activation not in ACTIVATIONS:

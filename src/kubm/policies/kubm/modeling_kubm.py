@@ -15,10 +15,8 @@ linear system then stays linear and K has the same spectrum: a similarity transf
 1 % of their block's mean std (action / flow / context) are floored to that, and a block
 that is constant throughout training gets std 1.
 
-Loss (the linear coherence loss): mean over (start, l) of ‖K^l z_t − z_{t+l}‖² for
-l = 1..H, z_{t+l} the lift of the true ξ_{t+l}; windows that run past a demo's end are
-masked. Optional spectral penalty ``w · relu(‖K‖₂ − 1)²`` (‖K‖₂ ≥ ρ(K), estimated by
-power iteration).
+Training (loss, stable parameterisation, schedule) lives in ``fitting_kubm``; it writes
+the dense K used here.
 
 Policy (numpy, :class:`KubmPolicy`): ``plan`` lifts ξ_{-1} = [qpos_0; s·φ_0; s·c] and
 reads a_k, φ_k from K^{k+1} z_0 (k = 0..T−1); ``replan`` lifts [last planned action;
@@ -29,7 +27,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +48,8 @@ class FitDiverged(RuntimeError):
     def __init__(self, seed: int | None, iteration: int, reason: str):
         self.seed, self.iteration, self.reason = seed, iteration, reason
         super().__init__(f"K-UBM fit diverged (seed {seed}, iteration {iteration}): {reason}. "
-                         "No model was saved. Lower fit.kubm.lr_K / lr_g or clip_K, or add a "
-                         "spectral_penalty.")
+                         "No model was saved. Lower fit.kubm.lr_K / lr_g or clip_K, or use "
+                         "fit.kubm.dynamics: modal (stable by construction).")
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,9 +85,8 @@ class KubmModel(nn.Module):
         self.register_buffer("action_low", torch.full((self.d_q,), -math.inf))
         self.register_buffer("action_high", torch.full((self.d_q,), math.inf))
         self.g = _mlp(d, config.hidden, self.d_psi, config.activation) if self.d_psi > 0 else None
+        # the dense K the planner uses; training (fitting_kubm) writes it, K₀ = I
         self.K = nn.Parameter(torch.eye(self.d_z))
-        # power-iteration vector for the spectral-norm penalty (training state, not saved)
-        self.register_buffer("_pi_v", torch.ones(self.d_z) / math.sqrt(self.d_z), persistent=False)
 
     # -- statistics ----------------------------------------------------------------------
     @torch.no_grad()
@@ -138,128 +134,9 @@ class KubmModel(nn.Module):
             out.append(z)
         return torch.stack(out, dim=1)
 
-    # -- loss ----------------------------------------------------------------------------
-    def coherence_loss(self, z_windows: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """z_windows (B, H+1, d_z): lifted true states z_t … z_{t+H}; mask (B, H+1) marks the
-        valid targets (column 0 ignored). Mean over valid (b, l) of ‖K^l z_t − z_{t+l}‖²."""
-        B, H1, _ = z_windows.shape
-        m = torch.ones(B, H1, dtype=z_windows.dtype) if mask is None else mask.to(z_windows.dtype)
-        # K^l z_t by repeated batched matmuls; stacked once (indexing z_windows[:, l] inside
-        # the loop would make autograd allocate a zero tensor of z_windows' size per l)
-        pred, preds = z_windows[:, 0], []
-        for _ in range(1, H1):
-            pred = pred @ self.K.T
-            preds.append(pred)
-        err = ((torch.stack(preds, dim=1) - z_windows[:, 1:]) ** 2).sum(-1)  # (B, H)
-        return (err * m[:, 1:]).sum() / m[:, 1:].sum().clamp_min(1.0)
-
-    def spectral_norm(self, iters: int = 2) -> torch.Tensor:
-        """Differentiable estimate of ‖K‖₂ by power iteration (vector kept across calls)."""
-        with torch.no_grad():
-            v = self._pi_v
-            for _ in range(iters):
-                u = torch.nn.functional.normalize(self.K @ v, dim=0)
-                v = torch.nn.functional.normalize(self.K.T @ u, dim=0)
-            self._pi_v.copy_(v)
-        return u @ (self.K @ v)
-
-    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """batch: ``xi`` (B, H+1, d_ξ) true states ξ_t … ξ_{t+H}, optional ``mask`` (B, H+1)."""
-        z = self.lift(batch["xi"])
-        coh = self.coherence_loss(z, batch.get("mask"))
-        loss, terms = coh, {"coherence": float(coh.detach())}
-        if self.config.spectral_penalty > 0:
-            pen = torch.relu(self.spectral_norm() - 1.0) ** 2
-            loss = loss + self.config.spectral_penalty * pen
-            terms["spectral"] = float(pen.detach())
-        return loss, terms
-
     @torch.no_grad()
     def spectral_radius(self) -> float:
         return float(torch.linalg.eigvals(self.K.detach().double()).abs().max())
-
-
-# ---------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------
-
-def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, progress: bool = False,
-               desc: str = "fit kubm") -> dict:
-    """Fit g_θ and K on ξ sequences (each (T_e, d_ξ), ξ_{-1} already prepended).
-
-    Every iteration samples ``starts_per_demo`` start times per demo (numpy Generator(seed)),
-    lifts the needed rows once and evaluates all windows as one batch. Adam with two
-    parameter groups (g_θ at lr_g, K at lr_K), clip_grad_norm_ on K. Stops after
-    ``iterations`` or ``time_budget_s``. Raises FitDiverged on a non-finite loss or K, max
-    |K| > max_abs_K, or ρ(K) > max_rho (checked every ``check_every`` iterations).
-    Returns the curves: iteration, loss, time_s (and the stop reason).
-    """
-    from tqdm import tqdm
-
-    cfg = model.config
-    seqs = [np.asarray(s, dtype=np.float32) for s in sequences]
-    lengths = np.array([len(s) for s in seqs])
-    if (lengths < 2).any():
-        raise ValueError("every training sequence needs at least 2 states")
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    X = torch.from_numpy(np.concatenate(seqs))  # all training data, in RAM once
-    H, S, E = cfg.horizon, cfg.starts_per_demo, len(seqs)
-    rng = np.random.default_rng(seed)
-    ls = np.arange(H + 1)
-    groups = [{"params": [model.K], "lr": cfg.lr_K, "name": "K"}]
-    if model.g is not None:
-        groups.insert(0, {"params": list(model.g.parameters()), "lr": cfg.lr_g, "name": "g"})
-    opt = torch.optim.Adam(groups)
-    curves = {"iteration": [], "loss": [], "time_s": [], "stopped": "iterations"}
-    t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
-    for it in range(1, cfg.iterations + 1):
-        t = np.floor(rng.random((E, S)) * (lengths[:, None] - 1)).astype(np.int64)  # 0..L_e-2
-        pos = t[..., None] + ls  # (E, S, H+1)
-        mask = pos < lengths[:, None, None]
-        idx = offsets[:, None, None] + np.minimum(pos, lengths[:, None, None] - 1)
-        rows, inv = np.unique(idx.reshape(-1), return_inverse=True)
-        z_rows = model.lift(X[torch.from_numpy(rows)])
-        z_win = z_rows[torch.from_numpy(inv.reshape(-1))].reshape(E * S, H + 1, model.d_z)
-        loss = model.coherence_loss(z_win, torch.from_numpy(mask.reshape(E * S, H + 1)))
-        if cfg.spectral_penalty > 0:
-            loss = loss + cfg.spectral_penalty * torch.relu(model.spectral_norm() - 1.0) ** 2
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            bar.close()
-            raise FitDiverged(seed, it, f"loss is {value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([model.K], cfg.clip_K)
-        opt.step()
-        with torch.no_grad():
-            kmax = float(model.K.abs().max())
-        if not math.isfinite(kmax) or kmax > cfg.max_abs_K:
-            bar.close()
-            raise FitDiverged(seed, it, f"K exploded (max |K_ij| = {kmax:.3g} > {cfg.max_abs_K:g})")
-        if it % cfg.check_every == 0 or it == cfg.iterations:
-            rho = model.spectral_radius()
-            if not rho <= cfg.max_rho:
-                bar.close()
-                raise FitDiverged(seed, it, f"spectral radius of K is {rho:.3g} > {cfg.max_rho:g}")
-        elapsed = time.perf_counter() - t0
-        curves["iteration"].append(it)
-        curves["loss"].append(value)
-        curves["time_s"].append(round(elapsed, 4))
-        bar.update(1)
-        if it % 20 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
-        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations:
-            curves["stopped"] = f"time_budget_s after {it} iterations"
-            rho = model.spectral_radius()
-            if not rho <= cfg.max_rho:
-                bar.close()
-                raise FitDiverged(seed, it, f"spectral radius of K is {rho:.3g} > {cfg.max_rho:g}")
-            break
-    bar.close()
-    model.eval()
-    return curves
 
 
 # ---------------------------------------------------------------------------------------
@@ -417,7 +294,7 @@ def calibrate_replan_threshold(policy: KubmPolicy, episodes, ae, *, horizon: int
     in-distribution prediction error stays below it 95 % of the time.
     """
     cfg = policy.config
-    H = int(horizon or cfg.horizon)
+    H = int(horizon or cfg.calib_horizon)
     S = int(starts_per_demo or cfg.calib_starts_per_demo)
     q = float(quantile or cfg.calib_quantile)
     dists = []

@@ -1,0 +1,287 @@
+"""Fitting K-UBM: the lift g_θ and a stable K, trained on what the planner executes.
+
+The planner executes ``K^{k+1} z_0`` for the whole horizon from ξ_{-1}, and after a replan
+for the rest of the episode from a later state. The loss therefore has two parts, both
+on the lifted states (state block weight 1, lifted block ``psi_weight``):
+
+- **trajectory**: for every demo, the full rollout from ξ_{-1} against the lifted true
+  ξ_0 … ξ_{T-1} (every step of every demo, every iteration);
+- **windows**: ``starts_per_demo`` later start states per demo (seeded), each rolled out
+  ``horizon`` steps: what a replan starts from.
+
+``loss = trajectory_weight · trajectory + window_weight · windows``. The paper's
+coherence loss is the special case ``trajectory_weight = 0``, ``horizon = 20``,
+``dynamics = "dense"``.
+
+Dynamics (``config.dynamics``):
+
+- ``"modal"`` (default): K = P · blockdiag(r_i R(θ_i)) · P⁻¹ with r_i = r_max·exp(−exp(ν_i))
+  < 1, so ρ(K) = max r_i < 1 by construction, at every iteration. K^t z for every t at
+  once in closed form (λ_i^t = r_i^t e^{i t θ_i}), so a 250-step rollout costs one matmul.
+  P starts at the identity, r at r_init and θ spread over [0, theta_init_max], so K starts
+  near the paper's K₀ = I (exactly r_init·I with theta_init_max = 0).
+- ``"dense"``: a free dense K (K₀ = I), rolled out by repeated products; the paper's
+  parameterisation, kept for the ablation.
+
+Either way the saved model is a dense K with z' = K z (``KubmModel.K``), so the planner,
+replanning, diagnostics and latency are the same.
+
+Training stops at ``iterations`` (Adam, cosine-decayed learning rates, lift at ``lr_g``,
+dynamics at ``lr_K``, full batch over demos): the same config, seed and thread count give
+the same model bit for bit. ``time_budget_s`` is an optional extra cap (null by default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from kubm.policies.kubm.modeling_kubm import FitDiverged, KubmModel
+
+__all__ = ["ModalDynamics", "DenseDynamics", "make_dynamics", "kubm_loss", "train_kubm"]
+
+
+class ModalDynamics(nn.Module):
+    """K = P · blockdiag(r_i R(θ_i)) · P⁻¹ with 0 < r_i ≤ r_max < 1 (stable by construction).
+
+    d_z odd: the last modal coordinate is a real mode with eigenvalue r (θ fixed at 0).
+    """
+
+    def __init__(self, d_z: int, *, r_max: float, r_init: float, theta_max: float = 0.0):
+        super().__init__()
+        if not 0 < r_init < r_max <= 1:
+            raise ValueError(f"need 0 < r_init ({r_init}) < r_max ({r_max}) <= 1")
+        self.d_z, self.r_max = int(d_z), float(r_max)
+        self.n_pairs, self.odd = self.d_z // 2, self.d_z % 2 == 1
+        n_modes = self.n_pairs + int(self.odd)
+        self.P = nn.Parameter(torch.eye(self.d_z))
+        # r = r_max · exp(−exp(ν)): ν is unconstrained and r stays in (0, r_max).
+        self.nu = nn.Parameter(torch.full((n_modes,), math.log(-math.log(r_init / r_max))))
+        # rotation angles spread evenly over [0, theta_max]: identical modes at θ = 0 would
+        # receive near-identical gradients and separate slowly
+        self.theta = nn.Parameter(torch.linspace(0.0, float(theta_max), self.n_pairs))
+
+    def log_radius(self) -> torch.Tensor:
+        return math.log(self.r_max) - torch.exp(self.nu)
+
+    def predict(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, d_z) → (B, steps, d_z): K z0, K² z0, …, K^steps z0 in closed form."""
+        w = torch.linalg.solve(self.P, z0.T).T  # modal coordinates P⁻¹ z0
+        t = torch.arange(1, steps + 1, dtype=z0.dtype)[:, None]  # (steps, 1)
+        log_r = self.log_radius()
+        mag = torch.exp(t * log_r[: self.n_pairs])  # r^t (steps, n_pairs)
+        ang = t * self.theta
+        c, s = mag * torch.cos(ang), mag * torch.sin(ang)
+        x, y = w[:, 0: 2 * self.n_pairs: 2, None], w[:, 1: 2 * self.n_pairs: 2, None]  # (B, n_pairs, 1)
+        c, s = c.T[None], s.T[None]  # (1, n_pairs, steps)
+        re, im = x * c - y * s, x * s + y * c  # (B, n_pairs, steps)
+        modal = torch.stack([re, im], dim=2).reshape(len(z0), 2 * self.n_pairs, steps)
+        if self.odd:
+            last = w[:, -1:, None] * torch.exp(t.T * log_r[-1])[None]
+            modal = torch.cat([modal, last], dim=1)
+        return modal.transpose(1, 2) @ self.P.T
+
+    @torch.no_grad()
+    def dense(self) -> torch.Tensor:
+        """The dense K = P D P⁻¹ (float64)."""
+        P = self.P.detach().double()
+        r = torch.exp(self.log_radius().detach().double())
+        D = torch.zeros(self.d_z, self.d_z, dtype=torch.float64)
+        for i in range(self.n_pairs):
+            th = float(self.theta[i])
+            ri = float(r[i])
+            D[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = ri * torch.tensor([[math.cos(th), -math.sin(th)],
+                                                                      [math.sin(th), math.cos(th)]],
+                                                                     dtype=torch.float64)
+        if self.odd:
+            D[-1, -1] = r[-1]
+        return P @ D @ torch.linalg.inv(P)
+
+    @torch.no_grad()
+    def spectral_radius(self) -> float:
+        return float(torch.exp(self.log_radius()).max())
+
+
+class DenseDynamics(nn.Module):
+    """A free dense K (starts at I), rolled out by repeated products."""
+
+    def __init__(self, K: nn.Parameter):
+        super().__init__()
+        self.K = K
+
+    def predict(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        out, z = [], z0
+        for _ in range(steps):
+            z = z @ self.K.T
+            out.append(z)
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def dense(self) -> torch.Tensor:
+        return self.K.detach().double()
+
+    @torch.no_grad()
+    def spectral_radius(self) -> float:
+        return float(torch.linalg.eigvals(self.dense()).abs().max())
+
+
+def make_dynamics(model: KubmModel) -> nn.Module:
+    cfg = model.config
+    if cfg.dynamics == "modal":
+        return ModalDynamics(model.d_z, r_max=cfg.r_max, r_init=cfg.r_init, theta_max=cfg.theta_init_max)
+    return DenseDynamics(model.K)
+
+
+class _Data:
+    """All training ξ rows in RAM, with the index tensors of the two loss terms."""
+
+    def __init__(self, sequences: list[np.ndarray]):
+        seqs = [np.asarray(s, dtype=np.float32) for s in sequences]
+        self.lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        if (self.lengths < 2).any():
+            raise ValueError("every training sequence needs at least 2 states")
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        self.X = torch.from_numpy(np.concatenate(seqs))
+        T = int(self.lengths.max()) - 1  # steps after ξ_{-1}
+        steps = np.arange(1, T + 1)
+        self.traj_steps = T
+        self.traj_mask = torch.from_numpy(steps[None] < self.lengths[:, None])  # (E, T)
+        self.traj_idx = torch.from_numpy(self.offsets[:, None] + np.minimum(steps[None], self.lengths[:, None] - 1))
+        self.start_idx = torch.from_numpy(self.offsets)
+
+    def windows(self, rng: np.random.Generator, per_demo: int, horizon: int):
+        """Start rows (E·S,) at t ∈ [1, L_e − 2] (later states, ξ_0 onwards), target rows
+        (E·S, horizon) and their mask."""
+        L = self.lengths[:, None]
+        t = 1 + np.floor(rng.random((len(L), per_demo)) * np.maximum(L - 2, 1)).astype(np.int64)
+        pos = t[..., None] + np.arange(1, horizon + 1)
+        mask = pos < L[..., None]
+        idx = self.offsets[:, None, None] + np.minimum(pos, L[..., None] - 1)
+        start = self.offsets[:, None] + t
+        return (torch.from_numpy(start.reshape(-1)), torch.from_numpy(idx.reshape(-1, horizon)),
+                torch.from_numpy(mask.reshape(-1, horizon)))
+
+
+def _masked_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, dim_w: torch.Tensor) -> torch.Tensor:
+    err = ((pred - target) ** 2 * dim_w).sum(-1)
+    m = mask.to(err.dtype)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+def kubm_loss(model: KubmModel, dynamics: nn.Module, data: _Data, windows, dim_w: torch.Tensor
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """trajectory_weight · (full rollouts from ξ_{-1}) + window_weight · (rollouts from later states)."""
+    cfg = model.config
+    Z = model.lift(data.X)
+    total, terms = Z.new_zeros(()), {}
+    if cfg.trajectory_weight > 0:
+        pred = dynamics.predict(Z[data.start_idx], data.traj_steps)
+        traj = _masked_error(pred, Z[data.traj_idx], data.traj_mask, dim_w)
+        total = total + cfg.trajectory_weight * traj
+        terms["trajectory"] = float(traj.detach())
+    if cfg.window_weight > 0 and windows is not None:
+        start, idx, mask = windows
+        pred = dynamics.predict(Z[start], idx.shape[1])
+        win = _masked_error(pred, Z[idx], mask, dim_w)
+        total = total + cfg.window_weight * win
+        terms["windows"] = float(win.detach())
+    return total, terms
+
+
+def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, progress: bool = False,
+               desc: str = "fit kubm") -> dict:
+    """Fit g_θ and K on ξ sequences (each (T_e + 1, d_ξ), ξ_{-1} first); writes the dense K
+    into ``model.K``. Returns the curves: iteration, loss (and its terms), time_s, the
+    spectral radius every ``check_every`` iterations, and the stop reason.
+
+    Raises FitDiverged on a non-finite loss, or (dense dynamics) an exploding K.
+    """
+    from tqdm import tqdm
+
+    cfg = model.config
+    data = _Data(sequences)
+    rng = np.random.default_rng(seed)
+    dynamics = make_dynamics(model)
+    dim_w = torch.ones(model.d_z)
+    dim_w[model.d_xi:] = cfg.psi_weight
+    dyn_params = [p for p in dynamics.parameters()]
+    groups = [{"params": dyn_params, "lr": cfg.lr_K}]
+    if model.g is not None:
+        groups.insert(0, {"params": list(model.g.parameters()), "lr": cfg.lr_g})
+    opt = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in groups]
+    curves: dict = {"iteration": [], "loss": [], "trajectory": [], "windows": [], "time_s": [],
+                    "rho_iteration": [], "rho": [], "stopped": "iterations"}
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
+
+    def check_rho(it: int) -> None:
+        rho = dynamics.spectral_radius()
+        curves["rho_iteration"].append(it)
+        curves["rho"].append(rho)
+        if not rho <= cfg.max_rho:
+            bar.close()
+            raise FitDiverged(seed, it, f"spectral radius of K is {rho:.3g} > {cfg.max_rho:g}")
+
+    check_rho(0)
+    for it in range(1, cfg.iterations + 1):
+        # cosine decay to lr_floor × the base rate: the loss settles instead of hovering
+        frac = (it - 1) / max(cfg.iterations - 1, 1)
+        scale = cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac))
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * scale
+        windows = data.windows(rng, cfg.starts_per_demo, cfg.horizon) if cfg.window_weight > 0 else None
+        loss, terms = kubm_loss(model, dynamics, data, windows, dim_w)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            bar.close()
+            raise FitDiverged(seed, it, f"loss is {value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dyn_params, cfg.clip_K)
+        opt.step()
+        if cfg.dynamics == "dense":
+            kmax = float(model.K.detach().abs().max())
+            if not math.isfinite(kmax) or kmax > cfg.max_abs_K:
+                bar.close()
+                raise FitDiverged(seed, it, f"K exploded (max |K_ij| = {kmax:.3g} > {cfg.max_abs_K:g})")
+        if it % cfg.check_every == 0 or it == cfg.iterations:
+            check_rho(it)
+        elapsed = time.perf_counter() - t0
+        curves["iteration"].append(it)
+        curves["loss"].append(value)
+        curves["trajectory"].append(terms.get("trajectory"))
+        curves["windows"].append(terms.get("windows"))
+        curves["time_s"].append(round(elapsed, 4))
+        bar.update(1)
+        if it % 20 == 0:
+            bar.set_postfix(loss=f"{value:.4g}")
+        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations:
+            curves["stopped"] = f"time_budget_s after {it} iterations"
+            check_rho(it)
+            break
+    bar.close()
+    with torch.no_grad():
+        model.K.copy_(dynamics.dense().to(model.K.dtype))
+    model.eval()
+    curves["plateau"] = plateau(curves["loss"])
+    return curves
+
+
+def plateau(losses: list[float], tail: float = 0.2) -> dict:
+    """Relative fall of the loss over the last ``tail`` of the iterations (smoothed over
+    5 % windows at both ends): a plateau is a fall below 2 %."""
+    n = len(losses)
+    if n < 10:
+        return {"relative_fall": None, "plateau": False}
+    w = max(1, n // 20)
+    start = int(n * (1 - tail))
+    a = float(np.mean(losses[max(0, start - w // 2): start + w // 2 + 1]))
+    b = float(np.mean(losses[-w:]))
+    fall = (a - b) / a if a > 0 else 0.0
+    return {"relative_fall": fall, "plateau": bool(fall < 0.02)}
