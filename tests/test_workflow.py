@@ -83,6 +83,25 @@ def test_deterministic_profile_takes_every_fit_off_the_clock(root):
     default = load_config([root / "config/config.yaml"])["fit"]
     fit = load_config([root / "config/config.yaml", root / "config/deterministic.yaml"])["fit"]
     clocked = [m for m, c in default.items() if isinstance(c, dict) and c.get("time_budget_s")]
-    assert set(clocked) == {"kubm", "diffusion", "act"}
+    assert set(clocked) == {"diffusion", "act"}
+    assert default["kubm"]["time_budget_s"] is None  # K-UBM stops at its iteration count by default
     for m in clocked:
         assert fit[m]["time_budget_s"] is None and 0 < fit[m]["iterations"] < default[m]["iterations"]
+
+
+def test_eval_json_and_summary_are_uncached_metrics_in_git(root):
+    """Each task's eval.json and summary.json are DVC metrics with cache: false, and git
+    does not ignore them (the README's tables come from committed files)."""
+    import subprocess
+
+    import yaml
+
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    merge = stages["merge_eval-adroit-relocate"]
+    assert merge["metrics"] == [{"results/adroit/relocate/eval.json": {"cache": False}}]
+    assert "outs" not in merge
+    assert {"results/summary.json": {"cache": False}} in stages["summary"]["metrics"]
+    for path, ignored in (("results/adroit/relocate/eval.json", False), ("results/summary.json", False),
+                          ("results/adroit/relocate/methods/kubm.json", True)):
+        rc = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode
+        assert (rc == 0) == ignored, path

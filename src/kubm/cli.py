@@ -297,6 +297,40 @@ def merge_eval(
     typer.echo(f"wrote {out}: " + ", ".join(f"{m} {v['success_rate']:.0%}" for m, v in doc["methods"].items()))
 
 
+@app.command(context_settings={"allow_extra_args": True})
+def openloop(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    models: Annotated[list[Path], typer.Option(help="model dirs .../{method}/seed{k} (--models A B C)")],
+    test: Annotated[Path, typer.Option(help="test feature store (encode)")],
+    out: Annotated[Optional[Path], typer.Option(help="JSON to write (default: print only)")] = None,
+    configfile: ConfigFiles = None,
+) -> None:
+    """Held-out open-loop action RMS (rad) from xi_-1 of every fitted method, per step and overall (JSON)."""
+    import json
+
+    from kubm.evaluation.openloop import openloop_report
+    from kubm.policies.features import FeatureError, IncompatibleError
+    from kubm.storage.episode_store import StoreError
+
+    stray = [a for a in ctx.args if a.startswith("-")]
+    if stray:
+        _fail(f"unexpected option(s) {stray}")
+    models = [*models, *(Path(a) for a in ctx.args)]
+    config, task = _stage_setup(task_id, configfile)
+    try:
+        doc = openloop_report(models, test, task_id=task.id)
+    except (FeatureError, IncompatibleError, StoreError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    text = json.dumps(doc, indent=1)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    brief = {m: {k: v for k, v in e["pooled"].items() if k != "action_rms_rad_per_step"}
+             for m, e in doc["methods"].items()}
+    typer.echo(json.dumps(brief, indent=1) if out is not None else text)
+
+
 @app.command()
 def summary(
     evals: Annotated[list[Path], typer.Argument(help="eval.json files (one per task)")],

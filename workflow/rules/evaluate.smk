@@ -52,3 +52,21 @@ rule summary:
     threads: 1
     shell:
         "{KUBM} summary {input} --out {output.md} > {log} 2>&1"
+
+
+rule openloop:
+    """Diagnostic (not in the default DAG): held-out open-loop action RMS of every fitted method."""
+    input:
+        models=lambda w: expand("models/{suite}/{task}/{method}/seed{seed}", seed=fit_seeds(),
+                                method=task_methods(w), **w),
+        test="data/{suite}/{task}/features/test.zarr",
+    output:
+        "results/{suite}/{task}/openloop.json",
+    log:
+        "logs/{suite}/{task}/openloop.log",
+    benchmark:
+        "logs/benchmarks/{suite}/{task}/openloop.tsv"
+    threads: 1
+    shell:
+        "{KUBM} openloop {wildcards.suite}/{wildcards.task} --models {input.models} --test {input.test} "
+        "--out {output} {CONFIG_ARGS} > {log} 2>&1"
