@@ -15,7 +15,9 @@ is reached through a small adapter (``make_runner``), so one loop serves
 
 Replanning (DESIGN §1): after every step the observed point centroid is compared with the
 centroid of the decoded predicted flow; when the divergence exceeds the policy's threshold,
-at least ``min_replan_interval`` steps after the current plan was made, the policy replans
+(per plan age where the fit calibrated an envelope; see
+``kubm.policies.kubm.calibrate_replan_threshold``), at least ``min_replan_interval`` steps
+after the current plan was made, the policy replans
 from [last executed action; observed flow; context] for the steps left.
 
 Timing: ``policy_s`` sums ``time.perf_counter`` around policy calls only (plan, replan,
@@ -129,6 +131,8 @@ class PlanRunner:
     def __init__(self, policy):
         self.policy = policy
         self.threshold = _get(policy, "replan_threshold_px")
+        # the threshold per plan age, where the fit calibrated one (see calibrate_replan_threshold)
+        self.envelope = _get(policy, "replan_threshold_by_step")
         self.can_replan = hasattr(policy, "replan") and self.threshold is not None
         self.actions = self.flow = None
         self.k = 0
@@ -158,6 +162,12 @@ class PlanRunner:
     @property
     def steps_since_plan(self) -> int:
         return self.k
+
+    def threshold_now(self) -> float:
+        """The replan threshold for the current plan's age (px)."""
+        if self.envelope:
+            return float(self.envelope[min(self.k, len(self.envelope) - 1)])
+        return float(self.threshold)
 
     def replan(self, last_action, flow_obs, context, T_left: int) -> None:
         self._take(self.policy.replan(last_action, flow_obs, context, T_left))
@@ -293,7 +303,7 @@ def run_episode(env, policy, ae, perception: OnlinePerception, seed: int, *,
         if record_video:
             frames.append(overlay(obs.rgb, None, xy, vis, pred))
         if (replan and runner.can_replan and t < T - 1 and np.isfinite(divergence[t])
-                and divergence[t] > runner.threshold and runner.steps_since_plan >= min_replan_interval):
+                and divergence[t] > runner.threshold_now() and runner.steps_since_plan >= min_replan_interval):
             with per:
                 flow_obs = _np(ae.encode(xy[None], vis[None]))[0]
             with pol:

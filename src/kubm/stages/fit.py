@@ -156,6 +156,8 @@ def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: P
                                "git_revision": git_revision(), "versions": package_versions()})
     calib = calibrate_replan_threshold(policy, train.episodes, ae) if ae is not None else None
     policy.replan_threshold_px = calib["replan_threshold_px"] if calib else None
+    if calib:
+        policy.extra["replan_threshold_px_by_step"] = calib["replan_threshold_px_by_step"]
     policy.save(tmp)
     # the saved model must reproduce the in-memory plan exactly
     ep = test.episodes[0]
@@ -248,6 +250,7 @@ def _fit_kodex(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: 
         calib = calibrate_replan_threshold(policy, train.episodes, ae, horizon=cfg.calib_horizon,
                                            starts_per_demo=cfg.calib_starts_per_demo, quantile=cfg.calib_quantile)
         policy.replan_threshold_px = calib["replan_threshold_px"]
+        policy.extra["replan_threshold_px_by_step"] = calib["replan_threshold_px_by_step"]
     policy.save(tmp)
     _check_reload(policy, tmp, test)
     eigs = policy.eigenvalues()

@@ -153,6 +153,11 @@ class KodexPolicy:
 
     d_z = property(lambda self: self.lifter.d_z)
 
+    @property
+    def replan_threshold_by_step(self) -> list[float] | None:
+        """The calibrated threshold per plan age (px), or None (use ``replan_threshold_px``)."""
+        return self.extra.get("replan_threshold_px_by_step")
+
     @classmethod
     def fit(cls, config: KodexConfig, sequences: list[np.ndarray], *, d_q: int, d_flow: int, d_c: int, s: float,
             action_low, action_high, **kw) -> tuple[KodexPolicy, dict]:

@@ -219,6 +219,11 @@ class KubmPolicy:
         """New plan from [last planned action ; s·observed φ ; s·c] (not the measured qpos)."""
         return self.rollout(self.lift(last_action, flow_obs, context), int(T))
 
+    @property
+    def replan_threshold_by_step(self) -> list[float] | None:
+        """The calibrated threshold per plan age (px), or None (use ``replan_threshold_px``)."""
+        return self.extra.get("replan_threshold_px_by_step")
+
     def diverged(self, observed_centroid_px, predicted_centroid_px) -> bool:
         """True when the observed and predicted point centroids are farther apart than the
         calibrated ``replan_threshold_px``."""
@@ -282,39 +287,57 @@ def save_atomic(policy: KubmPolicy, directory) -> Path:
 # replanning threshold and open-loop diagnostics
 # ---------------------------------------------------------------------------------------
 
-def calibrate_replan_threshold(policy: KubmPolicy, episodes, ae, *, horizon: int | None = None,
-                               starts_per_demo: int | None = None, quantile: float | None = None) -> dict:
-    """Replan threshold (px) on training demos.
+def calibrate_replan_threshold(policy, episodes, ae, *, horizon: int | None = None,
+                               starts_per_demo: int | None = None, quantile: float | None = None,
+                               min_count: int = 20) -> dict:
+    """Replan thresholds (px) on training demos: a scalar and an envelope over plan age.
 
-    From ``starts_per_demo`` evenly spaced start times t per demo, re-lift
-    [a_{t-1}; s·φ_t; s·c] (ξ_{-1} with qpos_0 at t = 0) exactly as ``replan`` does, roll out
-    H steps, decode the predicted latents φ̂_t … φ̂_{t+H-1} and the true latents with the flow
-    AE, and measure the distance between the two point centroids (px). The threshold is the
-    ``quantile`` (95th) percentile of all these distances: within H steps of a (re)plan,
-    in-distribution prediction error stays below it 95 % of the time.
+    From t = 0 (ξ_{-1}, qpos_0) and ``starts_per_demo`` evenly spaced later start times t
+    per demo, re-lift [a_{t-1}; s·φ_t; s·c] exactly as ``replan`` does, roll out to the
+    demo's end, decode the predicted latents with the flow AE and measure the distance of
+    the predicted and true point centroids (px) at every plan age k (steps since the plan).
+
+    - ``replan_threshold_px``: the ``quantile`` (95th) percentile over ages k < ``horizon``.
+    - ``replan_threshold_px_by_step[k]``: the same percentile at age k (ages seen fewer than
+      ``min_count`` times take the last well-sampled value), made non-decreasing. A plan's
+      prediction error grows with its age, so a single threshold fires on every old plan
+      even when it is as accurate as on the training demos; the envelope fires only when
+      the divergence is unusual for a plan of that age.
     """
     cfg = policy.config
     H = int(horizon or cfg.calib_horizon)
     S = int(starts_per_demo or cfg.calib_starts_per_demo)
     q = float(quantile or cfg.calib_quantile)
-    dists = []
+    by_age: list[list[float]] = []
     for ep in episodes:
         T = len(ep)
         true_c = decoded_centroids(ae, ep.flow)
-        starts = np.unique(np.linspace(0, T - 1, S).round().astype(int))
-        preds, truth = [], []
+        starts = np.unique(np.concatenate([[0], np.linspace(0, T - 1, S + 1)[1:].round().astype(int)]))
+        preds, spans = [], []
         for t in starts:
             first = ep.qpos[0] if t == 0 else ep.action[t - 1]
-            n = min(H, T - t)
-            plan = policy.rollout(policy.lift(first, ep.flow[t], ep.context), n)
+            plan = policy.rollout(policy.lift(first, ep.flow[t], ep.context), T - t)
             preds.append(plan.flow)
-            truth.append(true_c[t: t + n])
+            spans.append((t, T - t))
         pred_c = decoded_centroids(ae, np.concatenate(preds))
-        dists.append(np.linalg.norm(pred_c - np.concatenate(truth), axis=1))
-    d = np.concatenate(dists)
-    return {"replan_threshold_px": float(np.percentile(d, q)), "quantile": q, "horizon": H,
-            "starts_per_demo": S, "n_distances": int(d.size), "median_px": float(np.median(d)),
-            "max_px": float(d.max())}
+        i = 0
+        for t, n in spans:
+            d = np.linalg.norm(pred_c[i: i + n] - true_c[t: t + n], axis=1)
+            i += n
+            for k, v in enumerate(d):
+                if k == len(by_age):
+                    by_age.append([])
+                by_age[k].append(float(v))
+    early = np.concatenate([np.asarray(v) for v in by_age[:H]])
+    envelope, last = [], float(np.percentile(early, q))
+    for v in by_age:
+        if len(v) >= min_count:
+            last = float(np.percentile(v, q))
+        envelope.append(last)
+    envelope = np.maximum.accumulate(np.asarray(envelope)).tolist()
+    return {"replan_threshold_px": float(np.percentile(early, q)), "replan_threshold_px_by_step": envelope,
+            "quantile": q, "horizon": H, "starts_per_demo": S, "n_distances": int(sum(len(v) for v in by_age)),
+            "median_px": float(np.median(early)), "max_px": float(early.max())}
 
 
 def openloop_errors(policy: KubmPolicy, episodes, ae=None) -> dict:
