@@ -21,7 +21,7 @@ ACTIVATIONS = ("tanh", "gelu")
 NORMALIZE = ("standard", "scale", "none")
 
 
-DYNAMICS = ("modal", "dense")
+DYNAMICS = ("increment", "readout", "modal", "dense")
 
 
 @dataclass
@@ -34,7 +34,9 @@ class KubmConfig:
     window_weight: float = 0.3  # rollouts from later states (what a replan starts from)
     horizon: int = 40  # steps of each window
     starts_per_demo: int = 4  # windows per demo and iteration
+    lift_skip: bool = False  # g(ξ̂) = W ξ̂ + MLP(ξ̂): a linear path beside the MLP
     psi_weight: float = 1.0  # loss weight of the lifted block relative to the ξ block
+    action_weight: float = 1.0  # loss weight of the action dims relative to the other ξ dims
     lr_g: float = 1e-3
     lr_K: float = 3e-3  # the dynamics' Adam rate (P, ν, θ; or the dense K)
     clip_K: float = 1.0  # clip_grad_norm_ on the dynamics' parameters
@@ -50,6 +52,7 @@ class KubmConfig:
     calib_horizon: int = 20  # replan-threshold calibration: steps after each (re)plan
     calib_starts_per_demo: int = 8  # replan-threshold calibration: start times per train demo
     calib_quantile: float = 95.0  # percentile of the centroid distances (px)
+    init_ridge: float = 1e-3  # readout: ridge of the closed-form initial C (relative to the mean feature power)
     check_every: int = 50  # spectral-radius check period (iterations)
     max_abs_K: float = 1e3  # dense: divergence when max |K_ij| exceeds this
     max_rho: float = 10.0  # dense: divergence when the spectral radius exceeds this
@@ -70,7 +73,7 @@ class KubmConfig:
             problems.append("iterations, starts_per_demo and calib_starts_per_demo must be >= 1")
         if self.calib_horizon < 1:
             problems.append(f"calib_horizon={self.calib_horizon} must be >= 1")
-        for name in ("trajectory_weight", "window_weight", "psi_weight"):
+        for name in ("trajectory_weight", "window_weight", "psi_weight", "action_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 problems.append(f"{name}={getattr(self, name)} must be a finite number >= 0")
         if not self.trajectory_weight + self.window_weight > 0:

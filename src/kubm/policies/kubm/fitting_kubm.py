@@ -42,7 +42,7 @@ from torch import nn
 
 from kubm.policies.kubm.modeling_kubm import FitDiverged, KubmModel
 
-__all__ = ["ModalDynamics", "DenseDynamics", "make_dynamics", "kubm_loss", "train_kubm"]
+__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "make_dynamics", "kubm_loss", "train_kubm"]
 
 
 class ModalDynamics(nn.Module):
@@ -129,8 +129,96 @@ class DenseDynamics(nn.Module):
         return float(torch.linalg.eigvals(self.dense()).abs().max())
 
 
+class ReadoutDynamics(nn.Module):
+    """z = [ξ̄ ; x] with x = g(ξ̂) the lifted block: x' = D x with D = blockdiag(r_i R(θ_i)),
+    r_i < r_max < 1, and the state block read out as ξ̄' = C x'. As a dense K on z::
+
+        K = [[0, C·D],
+             [0,   D ]]          ρ(K) = max r_i < 1
+
+    The modal basis is the lift's own coordinates, so no P (and no P⁻¹) is needed: a rollout
+    is an elementwise power per mode plus one read-out matmul.
+    """
+
+    def __init__(self, d_xi: int, n: int, *, r_max: float, r_init: float, theta_max: float = 0.0,
+                 carry: bool = False):
+        super().__init__()
+        self.carry = bool(carry)
+        if n < 1:
+            raise ValueError("the read-out dynamics need d_psi >= 1")
+        if not 0 < r_init < r_max <= 1:
+            raise ValueError(f"need 0 < r_init ({r_init}) < r_max ({r_max}) <= 1")
+        self.d_xi, self.n, self.r_max = int(d_xi), int(n), float(r_max)
+        self.n_pairs, self.odd = self.n // 2, self.n % 2 == 1
+        n_modes = self.n_pairs + int(self.odd)
+        # moduli spread over [r_init, r_max) and angles over [0, theta_max]: a bank of decays
+        # and frequencies the read-out can combine
+        r0 = torch.linspace(r_init, r_max - 0.5 * (r_max - r_init) / max(n_modes, 1), n_modes)
+        self.nu = nn.Parameter(torch.log(-torch.log(r0 / r_max)))
+        self.theta = nn.Parameter(torch.linspace(0.0, float(theta_max), self.n_pairs))
+        self.C = nn.Parameter(torch.zeros(self.d_xi, self.n))
+
+    def log_radius(self) -> torch.Tensor:
+        return math.log(self.r_max) - torch.exp(self.nu)
+
+    def latent(self, x0: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, n) → (B, steps, n): D x0 … D^steps x0 in closed form."""
+        t = torch.arange(1, steps + 1, dtype=x0.dtype)[:, None]
+        log_r = self.log_radius()
+        mag = torch.exp(t * log_r[: self.n_pairs])
+        ang = t * self.theta
+        c, s = (mag * torch.cos(ang)).T[None], (mag * torch.sin(ang)).T[None]  # (1, n_pairs, steps)
+        a, b = x0[:, 0: 2 * self.n_pairs: 2, None], x0[:, 1: 2 * self.n_pairs: 2, None]
+        out = torch.stack([a * c - b * s, a * s + b * c], dim=2).reshape(len(x0), 2 * self.n_pairs, steps)
+        if self.odd:
+            out = torch.cat([out, x0[:, -1:, None] * torch.exp(t.T * log_r[-1])[None]], dim=1)
+        return out.transpose(1, 2)
+
+    def readout(self, z0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """State block of the rollout: C x_t, or (carry) ξ̄_0 + C Σ_{s≤t} x_s."""
+        if self.carry:
+            return z0[:, None, : self.d_xi] + torch.cumsum(x, dim=1) @ self.C.T
+        return x @ self.C.T
+
+    def predict(self, z0: torch.Tensor, steps: int, states_only: bool = False) -> torch.Tensor:
+        x = self.latent(z0[:, self.d_xi:], steps)
+        if states_only:
+            return self.readout(z0, x)
+        return torch.cat([self.readout(z0, x), x], dim=-1)
+
+    @torch.no_grad()
+    def block(self) -> torch.Tensor:
+        r = torch.exp(self.log_radius().double())
+        D = torch.zeros(self.n, self.n, dtype=torch.float64)
+        for i in range(self.n_pairs):
+            th = float(self.theta[i])
+            D[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = float(r[i]) * torch.tensor(
+                [[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+        if self.odd:
+            D[-1, -1] = r[-1]
+        return D
+
+    @torch.no_grad()
+    def dense(self) -> torch.Tensor:
+        D = self.block()
+        K = torch.zeros(self.d_xi + self.n, self.d_xi + self.n, dtype=torch.float64)
+        K[: self.d_xi, self.d_xi:] = self.C.detach().double() @ D
+        K[self.d_xi:, self.d_xi:] = D
+        if self.carry:
+            K[: self.d_xi, : self.d_xi] = torch.eye(self.d_xi, dtype=torch.float64)
+        return K
+
+    @torch.no_grad()
+    def spectral_radius(self) -> float:
+        r = float(torch.exp(self.log_radius()).max())
+        return max(r, 1.0) if self.carry else r
+
+
 def make_dynamics(model: KubmModel) -> nn.Module:
     cfg = model.config
+    if cfg.dynamics in ("readout", "increment"):
+        return ReadoutDynamics(model.d_xi, model.d_psi, r_max=cfg.r_max, r_init=cfg.r_init,
+                               theta_max=cfg.theta_init_max, carry=cfg.dynamics == "increment")
     if cfg.dynamics == "modal":
         return ModalDynamics(model.d_z, r_max=cfg.r_max, r_init=cfg.r_init, theta_max=cfg.theta_init_max)
     return DenseDynamics(model.K)
@@ -146,6 +234,7 @@ class _Data:
             raise ValueError("every training sequence needs at least 2 states")
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
         self.X = torch.from_numpy(np.concatenate(seqs))
+        self.n_rows = len(self.X)
         T = int(self.lengths.max()) - 1  # steps after ξ_{-1}
         steps = np.arange(1, T + 1)
         self.traj_steps = T
@@ -174,22 +263,63 @@ def _masked_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
 
 def kubm_loss(model: KubmModel, dynamics: nn.Module, data: _Data, windows, dim_w: torch.Tensor
               ) -> tuple[torch.Tensor, dict[str, float]]:
-    """trajectory_weight · (full rollouts from ξ_{-1}) + window_weight · (rollouts from later states)."""
+    """trajectory_weight · (full rollouts from ξ_{-1}) + window_weight · (rollouts from later states).
+
+    With ``psi_weight = 0`` only the state block is compared, so only the start rows are
+    lifted (the targets are the normalised ξ, no g): an iteration costs a few hundred
+    lifts instead of every training row.
+    """
     cfg = model.config
-    Z = model.lift(data.X)
-    total, terms = Z.new_zeros(()), {}
+    with_psi = cfg.psi_weight > 0
+    if with_psi:
+        Z = model.lift(data.X)
+        lift_rows = lambda idx: Z[idx]  # noqa: E731
+        target = lambda idx: Z[idx]  # noqa: E731
+        w = dim_w
+    else:
+        states = model.normalise(data.X)
+        lift_rows = lambda idx: model.lift(data.X[idx])  # noqa: E731
+        target = lambda idx: states[idx]  # noqa: E731
+        w = dim_w[: model.d_xi]
+    d = len(w)
+    if not with_psi and isinstance(dynamics, ReadoutDynamics):
+        predict = lambda z0, n: dynamics.predict(z0, n, states_only=True)  # noqa: E731
+    else:
+        predict = lambda z0, n: dynamics.predict(z0, n)[..., :d]  # noqa: E731
+    total, terms = data.X.new_zeros(()), {}
     if cfg.trajectory_weight > 0:
-        pred = dynamics.predict(Z[data.start_idx], data.traj_steps)
-        traj = _masked_error(pred, Z[data.traj_idx], data.traj_mask, dim_w)
+        pred = predict(lift_rows(data.start_idx), data.traj_steps)
+        traj = _masked_error(pred, target(data.traj_idx), data.traj_mask, w)
         total = total + cfg.trajectory_weight * traj
         terms["trajectory"] = float(traj.detach())
     if cfg.window_weight > 0 and windows is not None:
         start, idx, mask = windows
-        pred = dynamics.predict(Z[start], idx.shape[1])
-        win = _masked_error(pred, Z[idx], mask, dim_w)
+        pred = predict(lift_rows(start), idx.shape[1])
+        win = _masked_error(pred, target(idx), mask, w)
         total = total + cfg.window_weight * win
         terms["windows"] = float(win.detach())
     return total, terms
+
+
+@torch.no_grad()
+def init_readout(model: KubmModel, dynamics: ReadoutDynamics, data: _Data, ridge: float) -> dict:
+    """Closed-form start for the read-out: with the initial lift and D fixed, ξ̄_t = C D^t x₀
+    is linear in C, so C is the ridge least-squares fit over every step of every demo's
+    rollout from ξ_{-1}. Gradient descent then refines g, C, r and θ together."""
+    z0 = model.lift(data.X[data.start_idx])
+    F = dynamics.latent(z0[:, model.d_xi:], data.traj_steps).double()  # (E, T, n)
+    Y = model.normalise(data.X)[data.traj_idx].double()  # (E, T, d_xi)
+    if dynamics.carry:  # ξ̄_t − ξ̄_{-1} = C Σ_{s≤t} x_s
+        F = torch.cumsum(F, dim=1)
+        Y = Y - z0[:, None, : model.d_xi].double()
+    m = data.traj_mask
+    F, Y = F[m], Y[m]
+    G = F.T @ F / len(F)
+    scale = float(torch.diagonal(G).mean()) or 1.0
+    C = torch.linalg.solve(G + ridge * scale * torch.eye(G.shape[0], dtype=G.dtype), F.T @ Y / len(F)).T
+    dynamics.C.copy_(C.to(dynamics.C.dtype))
+    resid = float(((F @ C.T - Y) ** 2).sum(-1).mean())
+    return {"init_trajectory_loss": resid}
 
 
 def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, progress: bool = False,
@@ -207,15 +337,18 @@ def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, prog
     rng = np.random.default_rng(seed)
     dynamics = make_dynamics(model)
     dim_w = torch.ones(model.d_z)
+    dim_w[: model.d_q] = cfg.action_weight
     dim_w[model.d_xi:] = cfg.psi_weight
+    init = init_readout(model, dynamics, data, cfg.init_ridge) if isinstance(dynamics, ReadoutDynamics) else {}
     dyn_params = [p for p in dynamics.parameters()]
     groups = [{"params": dyn_params, "lr": cfg.lr_K}]
     if model.g is not None:
-        groups.insert(0, {"params": list(model.g.parameters()), "lr": cfg.lr_g})
+        lift_params = list(model.g.parameters()) + ([] if model.g_linear is None else list(model.g_linear.parameters()))
+        groups.insert(0, {"params": lift_params, "lr": cfg.lr_g})
     opt = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in groups]
     curves: dict = {"iteration": [], "loss": [], "trajectory": [], "windows": [], "time_s": [],
-                    "rho_iteration": [], "rho": [], "stopped": "iterations"}
+                    "rho_iteration": [], "rho": [], "stopped": "iterations", **init}
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)

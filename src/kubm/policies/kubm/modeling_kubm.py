@@ -85,6 +85,9 @@ class KubmModel(nn.Module):
         self.register_buffer("action_low", torch.full((self.d_q,), -math.inf))
         self.register_buffer("action_high", torch.full((self.d_q,), math.inf))
         self.g = _mlp(d, config.hidden, self.d_psi, config.activation) if self.d_psi > 0 else None
+        # an optional linear path beside the MLP: g(ξ̂) = W ξ̂ + MLP(ξ̂), so the lift can carry
+        # the state linearly (an affine dependence on ξ_{-1}, as the regression has)
+        self.g_linear = nn.Linear(d, self.d_psi, bias=False) if config.lift_skip and self.d_psi > 0 else None
         # the dense K the planner uses; training (fitting_kubm) writes it, K₀ = I
         self.K = nn.Parameter(torch.eye(self.d_z))
 
@@ -124,7 +127,11 @@ class KubmModel(nn.Module):
         state = self.normalise(xi)
         if self.g is None:
             return state
-        return torch.cat([state, self.g((xi - self.xi_mean) / self.xi_std)], dim=-1)
+        xi_hat = (xi - self.xi_mean) / self.xi_std
+        psi = self.g(xi_hat)
+        if self.g_linear is not None:
+            psi = psi + self.g_linear(xi_hat)
+        return torch.cat([state, psi], dim=-1)
 
     def rollout(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
         """(B, d_z) → (B, steps, d_z): K z0, K² z0, …"""
