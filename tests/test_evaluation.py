@@ -303,6 +303,10 @@ def test_stage_writes_a_valid_eval_json(adroit_eval):
     for rel in on_disk["artifacts"]["videos"] + on_disk["artifacts"]["plots"]:
         assert (out.parent / rel).stat().st_size > 0
     assert not list(out.parent.glob(".eval.json.*"))  # no temp file left behind
+    # replanning's ablation: the same models and seeds executed open loop
+    ol = m["open_loop"]
+    assert ol["episodes"] == 4 and 0 <= ol["successes"] <= 4
+    assert ol["success_rate"] == pytest.approx(ol["successes"] / 4)
 
 
 def test_broken_documents_are_rejected(adroit_eval):

@@ -201,6 +201,13 @@ def build_perception(task: TaskConfig, config: dict, env, n_points: int) -> Onli
                             prompt_text=task.settings.get("prompt"))
 
 
+def _open_loop_summary(outcomes: list[tuple[int, bool]], twins: dict) -> dict:
+    """Success of the replanning methods' models executed open loop, on the same seeds."""
+    k = sum(ok for _, ok in outcomes)
+    return {"success_rate": k / len(outcomes), "successes": int(k), "episodes": len(outcomes),
+            "ci95": list(distinct_wilson_interval(outcomes, twins))}
+
+
 def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, test_features: Path, out: Path, *,
              progress: bool = True, load_policy: Callable[[Path], Any] | None = None,
              load_ae: Callable[[Path], Any] | None = None,
@@ -260,6 +267,9 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
 
     ctx_fn = _checked(context_fn or _default_context_fn(settings), feat)
     results: dict[str, list[tuple[int, EpisodeResult]]] = {}
+    # success of the same models executed open loop (replanning's ablation), per method
+    open_loop: dict[str, list[tuple[int, bool]]] = {}
+    ablate = bool(ecfg.get("open_loop_ablation", False))
     videos: list[str] = []
     video_seed = {meth: min(s for mm, s, _, _ in loaded if mm == meth) for meth, *_ in loaded}
     from kubm.report.video import write_mp4
@@ -286,6 +296,8 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                 shared.setdefault(method, {})[train_seed] = twin
                 for s0, ep in [x for x in results[method] if x[0] == twin]:
                     results[method].append((train_seed, ep))
+                for s0, ok in [x for x in open_loop.get(method, []) if x[0] == twin]:
+                    open_loop[method].append((train_seed, ok))
                 bar.update(len(seeds))
                 continue
             if digest:
@@ -301,6 +313,12 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                     videos.append(rel.as_posix())
                 ep.frames = None
                 results.setdefault(method, []).append((train_seed, ep))
+                if ablate and ecfg["replan"] and make_runner(policy).can_replan:
+                    # the same episode executed open loop; with no replan it is the same episode
+                    # (simulator, perception and policy are deterministic), so it is reused
+                    ol = ep if ep.replans == 0 else run_episode(
+                        env, policy, ae, perception, seed, context_fn=ctx_fn, horizon=horizon, replan=False)
+                    open_loop.setdefault(method, []).append((train_seed, ol.success))
                 bar.update(1)
                 done = results[method]
                 bar.set_postfix(method=method, success=f"{np.mean([e.success for _, e in done]):.0%}")
@@ -317,6 +335,8 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
         if method in shared:
             methods[method]["identical_to"] = {str(k): v for k, v in sorted(shared[method].items())}
             methods[method]["ci95"] = list(distinct_wilson_interval(((s, e.success) for s, e in res), shared[method]))
+        if method in open_loop:
+            methods[method]["open_loop"] = _open_loop_summary(open_loop[method], shared.get(method, {}))
         wall = [_train_wall_s(m) for _, m, _ in mods]
         if all(w is not None for w in wall):
             methods[method]["train_wall_s"] = float(np.mean(wall))
