@@ -116,3 +116,22 @@ def test_summary_interval_counts_identical_models_once(per_method):
 
     assert row["distinct_models"] == 1 and row["ci95"] == pytest.approx(list(wilson_interval(3, 4)))
     assert "(1 distinct model)" in (root / "results/summary.md").read_text()
+
+
+def test_readme_results_block_is_generated_from_the_summary(per_method, tmp_path):
+    from kubm.evaluation.summary import README_BEGIN, README_END, update_readme
+
+    root, kubm, kodex = per_method
+    ev = root / "results/adroit/relocate/eval.json"
+    merge_eval_files([kubm, kodex], ev, suite="adroit", task="relocate", order=["kubm", "kodex"])
+    s = write_summary([ev], root / "results/summary.md")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_BEGIN}\nstale numbers\n{README_END}\nafter\n")
+    update_readme(readme, s, "results/summary.json")
+    text = readme.read_text()
+    assert "stale numbers" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    row = next(line for line in text.splitlines() if line.startswith("| adroit/relocate"))
+    assert "| 62 [" in row and "| 88 [" in row and "(2×4)" in row
+    readme.write_text("no block here\n")
+    with pytest.raises(ValueError, match="no .* block"):
+        update_readme(readme, s, "results/summary.json")

@@ -336,13 +336,16 @@ def summary(
     evals: Annotated[list[Path], typer.Argument(help="eval.json files (one per task)")],
     out: Annotated[Path, typer.Option(help="summary.md to write (summary.json and <stem>_plots/ go beside it)")] = Path(
         "results/summary.md"),
+    readme: Annotated[Optional[Path], typer.Option(help="also fill this README's generated results block")] = None,
 ) -> None:
     """Compare methods across tasks: success with Wilson intervals, paired differences and latency vs K-UBM."""
     from kubm.evaluation.report import EvalDocumentError
-    from kubm.evaluation.summary import write_summary
+    from kubm.evaluation.summary import update_readme, write_summary
 
     try:
         s = write_summary(evals, out)
+        if readme is not None:
+            update_readme(readme, s, str(out.with_suffix(".json")))
     except (EvalDocumentError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     typer.echo(f"wrote {out} and {out.with_suffix('.json')}: {len(s['tasks'])} tasks, methods {s['methods']}")
