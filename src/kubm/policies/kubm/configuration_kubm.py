@@ -27,20 +27,20 @@ DYNAMICS = ("increment", "readout", "modal", "dense")
 @dataclass
 class KubmConfig:
     # --- pipeline keys: fit.kubm.* -------------------------------------------------------
-    d_psi: int = 128  # learned lift dimensions beyond ξ
+    d_psi: int = 1024  # learned lift dimensions beyond ξ
     hidden: list[int] = field(default_factory=lambda: [256, 256])  # widths of g_θ
-    dynamics: str = "modal"  # modal: K = P·blockdiag(r R(θ))·P⁻¹, ρ < 1 by construction; dense: free K
+    dynamics: str = "readout"  # modal: K = P·blockdiag(r R(θ))·P⁻¹, ρ < 1 by construction; dense: free K
     trajectory_weight: float = 1.0  # full-horizon rollouts from ξ_{-1}, every demo and step
-    window_weight: float = 0.3  # rollouts from later states (what a replan starts from)
+    window_weight: float = 0.1  # rollouts from later states (what a replan starts from)
     horizon: int = 40  # steps of each window
     starts_per_demo: int = 4  # windows per demo and iteration
-    lift_skip: bool = False  # g(ξ̂) = W ξ̂ + MLP(ξ̂): a linear path beside the MLP
-    psi_weight: float = 1.0  # loss weight of the lifted block relative to the ξ block
-    action_weight: float = 1.0  # loss weight of the action dims relative to the other ξ dims
+    lift_skip: bool = True  # g(ξ̂) = W ξ̂ + MLP(ξ̂): a linear path beside the MLP
+    psi_weight: float = 0.0  # loss weight of the lifted block relative to the ξ block
+    action_weight: float = 4.0  # loss weight of the action dims relative to the other ξ dims
     lr_g: float = 1e-3
     lr_K: float = 3e-3  # the dynamics' Adam rate (P, ν, θ; or the dense K)
     clip_K: float = 1.0  # clip_grad_norm_ on the dynamics' parameters
-    iterations: int = 1500
+    iterations: int = 200
     time_budget_s: float | None = None  # optional extra wall-clock cap (makes fits machine-dependent)
     # --- not pipeline keys (ablations, tests) ---------------------------------------------
     activation: str = "tanh"
@@ -52,6 +52,7 @@ class KubmConfig:
     calib_horizon: int = 20  # replan-threshold calibration: steps after each (re)plan
     calib_starts_per_demo: int = 8  # replan-threshold calibration: start times per train demo
     calib_quantile: float = 95.0  # percentile of the centroid distances (px)
+    resolve_every: int = 50  # readout: C re-solved in closed form every this many iterations (and at the end)
     init_ridge: float = 1e-3  # readout: ridge of the closed-form initial C (relative to the mean feature power)
     check_every: int = 50  # spectral-radius check period (iterations)
     max_abs_K: float = 1e3  # dense: divergence when max |K_ij| exceeds this

@@ -302,21 +302,45 @@ def kubm_loss(model: KubmModel, dynamics: nn.Module, data: _Data, windows, dim_w
 
 
 @torch.no_grad()
-def init_readout(model: KubmModel, dynamics: ReadoutDynamics, data: _Data, ridge: float) -> dict:
-    """Closed-form start for the read-out: with the initial lift and D fixed, ξ̄_t = C D^t x₀
-    is linear in C, so C is the ridge least-squares fit over every step of every demo's
-    rollout from ξ_{-1}. Gradient descent then refines g, C, r and θ together."""
+def init_readout(model: KubmModel, dynamics: ReadoutDynamics, data: _Data, cfg) -> dict:
+    """Closed-form read-out: with the lift and D fixed, every predicted state is linear in C,
+    so C is the ridge least-squares fit over the same two parts the loss has: every step of
+    every demo's rollout from ξ_{-1}, and (weight ``window_weight``) rollouts of ``horizon``
+    steps from ``calib``-style evenly spaced later states of every demo. Each output
+    dimension is a separate least-squares problem, so the action weight does not enter.
+    Gradient descent then refines g, r, θ and C from this start."""
+    d = model.d_xi
+    states = model.normalise(data.X).double()
+
+    def features(z0: torch.Tensor, steps: int) -> torch.Tensor:
+        F = dynamics.latent(z0[:, d:], steps).double()
+        return torch.cumsum(F, dim=1) if dynamics.carry else F
+
     z0 = model.lift(data.X[data.start_idx])
-    F = dynamics.latent(z0[:, model.d_xi:], data.traj_steps).double()  # (E, T, n)
-    Y = model.normalise(data.X)[data.traj_idx].double()  # (E, T, d_xi)
+    F = features(z0, data.traj_steps)
+    Y = states[data.traj_idx]
     if dynamics.carry:  # ξ̄_t − ξ̄_{-1} = C Σ_{s≤t} x_s
-        F = torch.cumsum(F, dim=1)
-        Y = Y - z0[:, None, : model.d_xi].double()
+        Y = Y - z0[:, None, :d].double()
     m = data.traj_mask
     F, Y = F[m], Y[m]
-    G = F.T @ F / len(F)
+    G, R = cfg.trajectory_weight * F.T @ F / len(F), cfg.trajectory_weight * F.T @ Y / len(F)
+    if cfg.window_weight > 0:
+        L = data.lengths[:, None]
+        frac = (np.arange(cfg.starts_per_demo) + 0.5) / cfg.starts_per_demo
+        t = 1 + np.floor(frac[None] * np.maximum(L - 2, 1)).astype(np.int64)
+        pos = t[..., None] + np.arange(1, cfg.horizon + 1)
+        mask = torch.from_numpy((pos < L[..., None]).reshape(-1, cfg.horizon))
+        idx = torch.from_numpy((data.offsets[:, None, None] + np.minimum(pos, L[..., None] - 1)).reshape(-1, cfg.horizon))
+        start = torch.from_numpy((data.offsets[:, None] + t).reshape(-1))
+        zw = model.lift(data.X[start])
+        Fw, Yw = features(zw, cfg.horizon), states[idx]
+        if dynamics.carry:
+            Yw = Yw - zw[:, None, :d].double()
+        Fw, Yw = Fw[mask], Yw[mask]
+        G = G + cfg.window_weight * Fw.T @ Fw / len(Fw)
+        R = R + cfg.window_weight * Fw.T @ Yw / len(Fw)
     scale = float(torch.diagonal(G).mean()) or 1.0
-    C = torch.linalg.solve(G + ridge * scale * torch.eye(G.shape[0], dtype=G.dtype), F.T @ Y / len(F)).T
+    C = torch.linalg.solve(G + cfg.init_ridge * scale * torch.eye(G.shape[0], dtype=G.dtype), R).T
     dynamics.C.copy_(C.to(dynamics.C.dtype))
     resid = float(((F @ C.T - Y) ** 2).sum(-1).mean())
     return {"init_trajectory_loss": resid}
@@ -339,8 +363,12 @@ def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, prog
     dim_w = torch.ones(model.d_z)
     dim_w[: model.d_q] = cfg.action_weight
     dim_w[model.d_xi:] = cfg.psi_weight
-    init = init_readout(model, dynamics, data, cfg.init_ridge) if isinstance(dynamics, ReadoutDynamics) else {}
-    dyn_params = [p for p in dynamics.parameters()]
+    init = init_readout(model, dynamics, data, cfg) if isinstance(dynamics, ReadoutDynamics) else {}
+    readout = isinstance(dynamics, ReadoutDynamics)
+    # the read-out C is solved in closed form (init_readout) every resolve_every iterations and
+    # at the end, never stepped by Adam: a first Adam step moves every entry by ~lr, which
+    # wrecks a least-squares solution over a thousand latent dims
+    dyn_params = [p for n, p in dynamics.named_parameters() if not (readout and n == "C")]
     groups = [{"params": dyn_params, "lr": cfg.lr_K}]
     if model.g is not None:
         lift_params = list(model.g.parameters()) + ([] if model.g_linear is None else list(model.g_linear.parameters()))
@@ -378,6 +406,8 @@ def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, prog
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dyn_params, cfg.clip_K)
         opt.step()
+        if readout and (it % cfg.resolve_every == 0 or it == cfg.iterations):
+            init_readout(model, dynamics, data, cfg)
         if cfg.dynamics == "dense":
             kmax = float(model.K.detach().abs().max())
             if not math.isfinite(kmax) or kmax > cfg.max_abs_K:
