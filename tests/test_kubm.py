@@ -184,7 +184,7 @@ def test_K_stays_inside_the_unit_disc_throughout_training():
     A = rotation_decay() * (1.05 / 0.97)
     seqs = linear_sequences(A, n=8, T=30, seed=2)
     cfg = KubmConfig(d_psi=0, hidden=[], iterations=200, lr_K=3e-2, clip_K=10.0, normalize="scale",
-                     horizon=10, check_every=5)
+                     horizon=10, check_every=5, dynamics="modal", window_weight=0.3)
     m = KubmModel(cfg, 2, 2, 0)
     m.set_statistics(np.concatenate(seqs), s=1.0)
     curves = train_kubm(m, seqs, seed=0)
@@ -196,6 +196,12 @@ def test_K_stays_inside_the_unit_disc_throughout_training():
                                     "window_weight": 1.0}), 2, 2, 0)
     dense.set_statistics(np.concatenate(seqs), s=1.0)
     assert max(train_kubm(dense, seqs, seed=0)["rho"]) > 1.0
+    # the default read-out form, with its closed-form C, stays inside as well
+    ro = KubmModel(KubmConfig(d_psi=8, hidden=[16], iterations=100, lr_K=3e-2, check_every=5, resolve_every=10),
+                   2, 2, 0)
+    ro.set_statistics(np.concatenate(seqs), s=1.0)
+    curves = train_kubm(ro, seqs, seed=0)
+    assert max(curves["rho"]) < 1.0 and KubmPolicy(ro).spectral_radius() < 1.0
 
 
 def test_modal_rollout_equals_powers_of_the_exported_dense_K():
