@@ -1,0 +1,43 @@
+"""Flow autoencoder reconstruction error (px) of every configured task whose AE exists.
+
+Reads models/{suite}/{task}/flow_ae/metrics.json (written by `kubm train-ae`) and prints
+JSON: test and train mean / p95 px per task, and the tasks not built yet.
+
+    python benchmarks/flow_ae_errors.py --out benchmarks/results/flow_ae_errors.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kubm.config import DEFAULT_CONFIG, all_tasks, load_config
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    config = load_config([DEFAULT_CONFIG])
+    doc = {"tasks": {}, "missing": []}
+    for suite, task in all_tasks(config):
+        path = args.models / suite / task / "flow_ae" / "metrics.json"
+        if not path.is_file():
+            doc["missing"].append(f"{suite}/{task}")
+            continue
+        m = json.loads(path.read_text())
+        doc["tasks"][f"{suite}/{task}"] = {
+            split: {k: round(m[f"recon_px_{split}"][k], 3) for k in ("mean", "p95", "centroid_mean")}
+            for split in ("test", "train")}
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
