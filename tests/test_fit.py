@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from kubm.cli import app
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
 from kubm.policies import check_compatible, load_policy
-from kubm.policies.features import FeatureError, compute_scale, load_features
+from kubm.policies.features import FeatureError, IncompatibleError, compute_scale, load_features
 from kubm.stages.fit import FitDiverged, FitError, fit
 from kubm.storage.episode_store import ArraySpec, EpisodeStore, EpisodeWriter
 
@@ -171,3 +171,27 @@ def test_cli_fit_without_flow_ae_fails_cleanly(tmp_path, stores, root, monkeypat
     assert res.exit_code == 2, res.output
     assert "flow autoencoder" in res.output
     assert not out.exists()
+
+
+def test_openloop_report_covers_every_fitted_method(stores, tmp_path):
+    """The diagnostic of `kubm openloop`: held-out open-loop action RMS per method and seed,
+    per step and pooled, and it refuses models of another task."""
+    from kubm.evaluation.openloop import openloop_report
+
+    task, config = setup()
+    dirs = []
+    for method in ("kubm", "regression"):
+        d = tmp_path / "models" / method / "seed0"
+        fit(task, config, method, 0, stores[0], stores[1], None, d, threads=1, progress=False, ae=StandInAE())
+        dirs.append(d)
+    doc = openloop_report(dirs, stores[1], task_id="adroit/relocate")
+    assert set(doc["methods"]) == {"kubm", "regression"} and doc["n_test_demos"] == 2
+    for entry in doc["methods"].values():
+        pooled = entry["pooled"]
+        assert len(pooled["action_rms_rad_per_step"]) == 24 and pooled["action_rms_rad"] > 0
+        assert set(entry["seeds"]) == {"seed0"}
+    diag = json.loads((dirs[0] / "diagnostics.json").read_text())
+    assert doc["methods"]["kubm"]["pooled"]["action_rms_rad"] == pytest.approx(
+        diag["openloop_test"]["action_rms_rad_overall"], rel=1e-5)
+    with pytest.raises(IncompatibleError):
+        openloop_report(dirs, stores[1], task_id="adroit/door")
