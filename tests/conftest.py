@@ -33,6 +33,8 @@ def copy_project(dest: Path) -> Path:
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
+        if f.split("/", 1)[0] in ("data", "models", "results"):  # committed metrics are outputs, not sources
+            continue
         src = ROOT / f
         if src.is_symlink() or src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
