@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +24,16 @@ import torch
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task, split_task_id, with_method_config
 from kubm.evaluation.openloop import plan_errors
-from kubm.policies.features import action_limits, compute_scale, load_features, make_xi, training_sequences
-from kubm.policies.kubm import KubmConfig, KubmModel, KubmPolicy, train_kubm
+from kubm.policies.features import action_limits, compute_scale, load_features, make_xi
+from kubm.policies.kubm import KubmConfig, KubmPolicy
+from kubm.policies.kubm.fitting_kubm import fit_features
 from kubm.policies.regression import RegressionConfig, RegressionPolicy
 
 
 def fit_kubm(fit_set, overrides: dict, base: dict, seed: int) -> tuple[KubmPolicy, dict]:
     cfg = KubmConfig.from_dict({**base, **overrides})
-    s = compute_scale(fit_set)
-    seqs = training_sequences(fit_set, s)
-    lo, hi = action_limits(fit_set)
-    torch.manual_seed(seed)
-    model = KubmModel(cfg, fit_set.d_q, fit_set.d_flow, fit_set.d_c)
-    model.set_statistics(np.concatenate(seqs), s, lo, hi)
-    t0 = time.perf_counter()
-    curves = train_kubm(model, seqs, seed=seed)
-    return KubmPolicy(model), {"fit_s": round(time.perf_counter() - t0, 1), "final_loss": curves["loss"][-1],
+    model, curves, _, wall_s = fit_features(cfg, fit_set, seed)
+    return KubmPolicy(model), {"fit_s": round(wall_s, 1), "final_loss": curves["loss"][-1],
                                "plateau": curves["plateau"], "max_rho": max(curves["rho"])}
 
 

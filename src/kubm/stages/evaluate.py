@@ -302,6 +302,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                 continue
             if digest:
                 first_by_digest[(method, digest)] = train_seed
+            ablate_policy = ablate and ecfg["replan"] and make_runner(policy).can_replan
             for j, seed in enumerate(seeds):
                 record = train_seed == video_seed[method] and j < ecfg["videos"]
                 ep = run_episode(env, policy, ae, perception, seed, context_fn=ctx_fn,
@@ -313,7 +314,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                     videos.append(rel.as_posix())
                 ep.frames = None
                 results.setdefault(method, []).append((train_seed, ep))
-                if ablate and ecfg["replan"] and make_runner(policy).can_replan:
+                if ablate_policy:
                     # the same episode executed open loop; with no replan it is the same episode
                     # (simulator, perception and policy are deterministic), so it is reused
                     ol = ep if ep.replans == 0 else run_episode(

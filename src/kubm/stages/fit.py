@@ -36,12 +36,11 @@ from kubm.policies.features import (
 from kubm.policies.kubm import (
     FitDiverged,
     KubmConfig,
-    KubmModel,
     KubmPolicy,
     calibrate_replan_threshold,
     openloop_errors,
-    train_kubm,
 )
+from kubm.policies.kubm.fitting_kubm import fit_features
 from kubm.provenance import git_revision, package_versions
 from kubm.storage.atomic import atomic_dir
 
@@ -140,15 +139,7 @@ def _check_inputs(task: TaskConfig, train, test) -> None:
 
 def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
     cfg = KubmConfig.from_dict(config["fit"]["kubm"])
-    s = compute_scale(train)
-    seqs = training_sequences(train, s)
-    lo, hi = action_limits(train)
-    torch.manual_seed(seed)
-    model = KubmModel(cfg, train.d_q, train.d_flow, train.d_c)
-    model.set_statistics(np.concatenate(seqs), s, lo, hi)
-    t0 = time.perf_counter()
-    curves = train_kubm(model, seqs, seed=seed, progress=progress, desc=f"fit kubm {task.id} seed{seed}")
-    train_s = time.perf_counter() - t0
+    model, curves, s, train_s = fit_features(cfg, train, seed, progress=progress, desc=f"fit kubm {task.id} seed{seed}")
     policy = KubmPolicy(model, task_id=task.id, config_hash=task.hash(), feature_attrs=train.attrs, seed=seed,
                         extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
                                            "final_loss": curves["loss"][-1], "stopped": curves["stopped"],
@@ -201,15 +192,12 @@ def _summary_diag(tmp: Path, diagnostics: dict) -> None:
 def _openloop_actions(policy, episodes) -> dict:
     """Full-horizon plans from the first observation against the demos: action RMS (rad) per
     step and overall (for planners whose plans have no flow)."""
-    T_max = max(len(ep) for ep in episodes)
-    se = [[] for _ in range(T_max)]
-    for ep in episodes:
-        plan = policy.plan(ep.qpos[0], ep.flow[0], ep.context, len(ep))
-        for k, e in enumerate(((plan.actions - ep.action) ** 2).mean(axis=1)):
-            se[k].append(e)
-    rms = [float(np.sqrt(np.mean(v))) for v in se]
-    return {"horizon": list(range(1, T_max + 1)), "action_rms_rad": rms, "n_demos": len(episodes),
-            "action_rms_rad_overall": float(np.sqrt(np.mean(np.concatenate([np.asarray(v) for v in se]))))}
+    from kubm.evaluation.openloop import plan_errors
+
+    e = plan_errors(policy, episodes)
+    per_step = e["action_rms_rad_per_step"]
+    return {"horizon": list(range(1, len(per_step) + 1)), "action_rms_rad": per_step, "n_demos": e["n_demos"],
+            "action_rms_rad_overall": e["action_rms_rad"]}
 
 
 def _check_reload(policy, tmp: Path, test) -> None:

@@ -40,27 +40,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from kubm.policies.features import action_limits, compute_scale, training_sequences
+from kubm.policies.kubm.configuration_kubm import KubmConfig
 from kubm.policies.kubm.modeling_kubm import FitDiverged, KubmModel
 
-__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "make_dynamics", "kubm_loss", "train_kubm"]
+__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "fit_features", "make_dynamics", "kubm_loss",
+           "train_kubm"]
 
 
-class ModalDynamics(nn.Module):
-    """K = P · blockdiag(r_i R(θ_i)) · P⁻¹ with 0 < r_i ≤ r_max < 1 (stable by construction).
+class _RotationModes(nn.Module):
+    """n modal coordinates in 2-D rotation-and-decay blocks r_i R(θ_i) (a last real mode with
+    eigenvalue r when n is odd), r_i = r_max·exp(−exp(ν_i)) < r_max ≤ 1: ν is unconstrained,
+    so the block matrix D is stable by construction. The shared part of the modal and the
+    read-out dynamics: D^t applied to many states and every t at once, and D itself."""
 
-    d_z odd: the last modal coordinate is a real mode with eigenvalue r (θ fixed at 0).
-    """
-
-    def __init__(self, d_z: int, *, r_max: float, r_init: float, theta_max: float = 0.0):
+    def __init__(self, n: int, nu0: torch.Tensor, *, r_max: float, theta_max: float):
         super().__init__()
-        if not 0 < r_init < r_max <= 1:
-            raise ValueError(f"need 0 < r_init ({r_init}) < r_max ({r_max}) <= 1")
-        self.d_z, self.r_max = int(d_z), float(r_max)
-        self.n_pairs, self.odd = self.d_z // 2, self.d_z % 2 == 1
-        n_modes = self.n_pairs + int(self.odd)
-        self.P = nn.Parameter(torch.eye(self.d_z))
-        # r = r_max · exp(−exp(ν)): ν is unconstrained and r stays in (0, r_max).
-        self.nu = nn.Parameter(torch.full((n_modes,), math.log(-math.log(r_init / r_max))))
+        self.r_max = float(r_max)
+        self.n_pairs, self.odd = int(n) // 2, int(n) % 2 == 1
+        self.nu = nn.Parameter(nu0)
         # rotation angles spread evenly over [0, theta_max]: identical modes at θ = 0 would
         # receive near-identical gradients and separate slowly
         self.theta = nn.Parameter(torch.linspace(0.0, float(theta_max), self.n_pairs))
@@ -68,42 +66,67 @@ class ModalDynamics(nn.Module):
     def log_radius(self) -> torch.Tensor:
         return math.log(self.r_max) - torch.exp(self.nu)
 
-    def predict(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        """(B, d_z) → (B, steps, d_z): K z0, K² z0, …, K^steps z0 in closed form."""
-        w = torch.linalg.solve(self.P, z0.T).T  # modal coordinates P⁻¹ z0
-        t = torch.arange(1, steps + 1, dtype=z0.dtype)[:, None]  # (steps, 1)
+    def powers(self, w: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, n) → (B, steps, n): D w, D² w, …, D^steps w in closed form (λ^t = r^t e^{i t θ})."""
+        t = torch.arange(1, steps + 1, dtype=w.dtype)[:, None]  # (steps, 1)
         log_r = self.log_radius()
         mag = torch.exp(t * log_r[: self.n_pairs])  # r^t (steps, n_pairs)
         ang = t * self.theta
-        c, s = mag * torch.cos(ang), mag * torch.sin(ang)
+        c, s = (mag * torch.cos(ang)).T[None], (mag * torch.sin(ang)).T[None]  # (1, n_pairs, steps)
         x, y = w[:, 0: 2 * self.n_pairs: 2, None], w[:, 1: 2 * self.n_pairs: 2, None]  # (B, n_pairs, 1)
-        c, s = c.T[None], s.T[None]  # (1, n_pairs, steps)
-        re, im = x * c - y * s, x * s + y * c  # (B, n_pairs, steps)
-        modal = torch.stack([re, im], dim=2).reshape(len(z0), 2 * self.n_pairs, steps)
+        out = torch.stack([x * c - y * s, x * s + y * c], dim=2).reshape(len(w), 2 * self.n_pairs, steps)
         if self.odd:
-            last = w[:, -1:, None] * torch.exp(t.T * log_r[-1])[None]
-            modal = torch.cat([modal, last], dim=1)
-        return modal.transpose(1, 2) @ self.P.T
+            out = torch.cat([out, w[:, -1:, None] * torch.exp(t.T * log_r[-1])[None]], dim=1)
+        return out.transpose(1, 2)
+
+    @torch.no_grad()
+    def block(self) -> torch.Tensor:
+        """D = blockdiag(r_i R(θ_i)) (float64)."""
+        r = torch.exp(self.log_radius().double())
+        n = 2 * self.n_pairs + int(self.odd)
+        D = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(self.n_pairs):
+            th = float(self.theta[i])
+            D[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = float(r[i]) * torch.tensor(
+                [[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+        if self.odd:
+            D[-1, -1] = r[-1]
+        return D
+
+    @torch.no_grad()
+    def spectral_radius(self) -> float:
+        return float(torch.exp(self.log_radius()).max())
+
+
+def _check_radii(r_init: float, r_max: float) -> None:
+    if not 0 < r_init < r_max <= 1:
+        raise ValueError(f"need 0 < r_init ({r_init}) < r_max ({r_max}) <= 1")
+
+
+class ModalDynamics(_RotationModes):
+    """K = P · blockdiag(r_i R(θ_i)) · P⁻¹ with 0 < r_i ≤ r_max < 1 (stable by construction).
+
+    d_z odd: the last modal coordinate is a real mode with eigenvalue r (θ fixed at 0).
+    """
+
+    def __init__(self, d_z: int, *, r_max: float, r_init: float, theta_max: float = 0.0):
+        _check_radii(r_init, r_max)
+        n_modes = int(d_z) // 2 + int(d_z) % 2
+        nu0 = torch.full((n_modes,), math.log(-math.log(r_init / r_max)))  # K starts at r_init·I (θ aside)
+        super().__init__(d_z, nu0, r_max=r_max, theta_max=theta_max)
+        self.d_z = int(d_z)
+        self.P = nn.Parameter(torch.eye(self.d_z))
+
+    def predict(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, d_z) → (B, steps, d_z): K z0, K² z0, …, K^steps z0 in closed form."""
+        w = torch.linalg.solve(self.P, z0.T).T  # modal coordinates P⁻¹ z0
+        return self.powers(w, steps) @ self.P.T
 
     @torch.no_grad()
     def dense(self) -> torch.Tensor:
         """The dense K = P D P⁻¹ (float64)."""
         P = self.P.detach().double()
-        r = torch.exp(self.log_radius().detach().double())
-        D = torch.zeros(self.d_z, self.d_z, dtype=torch.float64)
-        for i in range(self.n_pairs):
-            th = float(self.theta[i])
-            ri = float(r[i])
-            D[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = ri * torch.tensor([[math.cos(th), -math.sin(th)],
-                                                                      [math.sin(th), math.cos(th)]],
-                                                                     dtype=torch.float64)
-        if self.odd:
-            D[-1, -1] = r[-1]
-        return P @ D @ torch.linalg.inv(P)
-
-    @torch.no_grad()
-    def spectral_radius(self) -> float:
-        return float(torch.exp(self.log_radius()).max())
+        return P @ self.block() @ torch.linalg.inv(P)
 
 
 class DenseDynamics(nn.Module):
@@ -129,7 +152,7 @@ class DenseDynamics(nn.Module):
         return float(torch.linalg.eigvals(self.dense()).abs().max())
 
 
-class ReadoutDynamics(nn.Module):
+class ReadoutDynamics(_RotationModes):
     """z = [ξ̄ ; x] with x = g(ξ̂) the lifted block: x' = D x with D = blockdiag(r_i R(θ_i)),
     r_i < r_max < 1, and the state block read out as ξ̄' = C x'. As a dense K on z::
 
@@ -137,42 +160,28 @@ class ReadoutDynamics(nn.Module):
              [0,   D ]]          ρ(K) = max r_i < 1
 
     The modal basis is the lift's own coordinates, so no P (and no P⁻¹) is needed: a rollout
-    is an elementwise power per mode plus one read-out matmul.
+    is an elementwise power per mode plus one read-out matmul. ``carry`` (the increment
+    form) reads ξ̄' = ξ̄ + C x' instead: K gains an identity block (eigenvalue 1, no Jordan
+    chain, so Kᵗ stays bounded).
     """
 
     def __init__(self, d_xi: int, n: int, *, r_max: float, r_init: float, theta_max: float = 0.0,
                  carry: bool = False):
-        super().__init__()
-        self.carry = bool(carry)
         if n < 1:
             raise ValueError("the read-out dynamics need d_psi >= 1")
-        if not 0 < r_init < r_max <= 1:
-            raise ValueError(f"need 0 < r_init ({r_init}) < r_max ({r_max}) <= 1")
-        self.d_xi, self.n, self.r_max = int(d_xi), int(n), float(r_max)
-        self.n_pairs, self.odd = self.n // 2, self.n % 2 == 1
-        n_modes = self.n_pairs + int(self.odd)
+        _check_radii(r_init, r_max)
+        n_modes = int(n) // 2 + int(n) % 2
         # moduli spread over [r_init, r_max) and angles over [0, theta_max]: a bank of decays
         # and frequencies the read-out can combine
-        r0 = torch.linspace(r_init, r_max - 0.5 * (r_max - r_init) / max(n_modes, 1), n_modes)
-        self.nu = nn.Parameter(torch.log(-torch.log(r0 / r_max)))
-        self.theta = nn.Parameter(torch.linspace(0.0, float(theta_max), self.n_pairs))
+        r0 = torch.linspace(r_init, r_max - 0.5 * (r_max - r_init) / n_modes, n_modes)
+        super().__init__(n, torch.log(-torch.log(r0 / r_max)), r_max=r_max, theta_max=theta_max)
+        self.carry = bool(carry)
+        self.d_xi, self.n = int(d_xi), int(n)
         self.C = nn.Parameter(torch.zeros(self.d_xi, self.n))
-
-    def log_radius(self) -> torch.Tensor:
-        return math.log(self.r_max) - torch.exp(self.nu)
 
     def latent(self, x0: torch.Tensor, steps: int) -> torch.Tensor:
         """(B, n) → (B, steps, n): D x0 … D^steps x0 in closed form."""
-        t = torch.arange(1, steps + 1, dtype=x0.dtype)[:, None]
-        log_r = self.log_radius()
-        mag = torch.exp(t * log_r[: self.n_pairs])
-        ang = t * self.theta
-        c, s = (mag * torch.cos(ang)).T[None], (mag * torch.sin(ang)).T[None]  # (1, n_pairs, steps)
-        a, b = x0[:, 0: 2 * self.n_pairs: 2, None], x0[:, 1: 2 * self.n_pairs: 2, None]
-        out = torch.stack([a * c - b * s, a * s + b * c], dim=2).reshape(len(x0), 2 * self.n_pairs, steps)
-        if self.odd:
-            out = torch.cat([out, x0[:, -1:, None] * torch.exp(t.T * log_r[-1])[None]], dim=1)
-        return out.transpose(1, 2)
+        return self.powers(x0, steps)
 
     def readout(self, z0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """State block of the rollout: C x_t, or (carry) ξ̄_0 + C Σ_{s≤t} x_s."""
@@ -187,18 +196,6 @@ class ReadoutDynamics(nn.Module):
         return torch.cat([self.readout(z0, x), x], dim=-1)
 
     @torch.no_grad()
-    def block(self) -> torch.Tensor:
-        r = torch.exp(self.log_radius().double())
-        D = torch.zeros(self.n, self.n, dtype=torch.float64)
-        for i in range(self.n_pairs):
-            th = float(self.theta[i])
-            D[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = float(r[i]) * torch.tensor(
-                [[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
-        if self.odd:
-            D[-1, -1] = r[-1]
-        return D
-
-    @torch.no_grad()
     def dense(self) -> torch.Tensor:
         D = self.block()
         K = torch.zeros(self.d_xi + self.n, self.d_xi + self.n, dtype=torch.float64)
@@ -210,7 +207,7 @@ class ReadoutDynamics(nn.Module):
 
     @torch.no_grad()
     def spectral_radius(self) -> float:
-        r = float(torch.exp(self.log_radius()).max())
+        r = super().spectral_radius()
         return max(r, 1.0) if self.carry else r
 
 
@@ -243,10 +240,15 @@ class _Data:
         self.start_idx = torch.from_numpy(self.offsets)
 
     def windows(self, rng: np.random.Generator, per_demo: int, horizon: int):
-        """Start rows (E·S,) at t ∈ [1, L_e − 2] (later states, ξ_0 onwards), target rows
+        """``per_demo`` windows per demo at random later states (see ``windows_at``)."""
+        return self.windows_at(rng.random((len(self.lengths), per_demo)), horizon)
+
+    def windows_at(self, frac: np.ndarray, horizon: int):
+        """Windows starting at t = 1 + ⌊frac·(L_e − 2)⌋ ∈ [1, L_e − 2] (later states, ξ_0
+        onwards) for fractions ``frac`` (E, S) or (1, S): start rows (E·S,), target rows
         (E·S, horizon) and their mask."""
         L = self.lengths[:, None]
-        t = 1 + np.floor(rng.random((len(L), per_demo)) * np.maximum(L - 2, 1)).astype(np.int64)
+        t = 1 + np.floor(frac * np.maximum(L - 2, 1)).astype(np.int64)
         pos = t[..., None] + np.arange(1, horizon + 1)
         mask = pos < L[..., None]
         idx = self.offsets[:, None, None] + np.minimum(pos, L[..., None] - 1)
@@ -312,31 +314,21 @@ def init_readout(model: KubmModel, dynamics: ReadoutDynamics, data: _Data, cfg) 
     d = model.d_xi
     states = model.normalise(data.X).double()
 
-    def features(z0: torch.Tensor, steps: int) -> torch.Tensor:
-        F = dynamics.latent(z0[:, d:], steps).double()
-        return torch.cumsum(F, dim=1) if dynamics.carry else F
+    def normal_equations(start: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor):
+        """Features F (latent powers, summed for carry) and targets Y of rollouts from the
+        ``start`` rows to the ``idx`` rows, kept where ``mask``."""
+        z0 = model.lift(data.X[start])
+        F = dynamics.latent(z0[:, d:], idx.shape[1]).double()
+        Y = states[idx]
+        if dynamics.carry:  # ξ̄_t − ξ̄_start = C Σ_{s≤t} x_s
+            F, Y = torch.cumsum(F, dim=1), Y - z0[:, None, :d].double()
+        return F[mask], Y[mask]
 
-    z0 = model.lift(data.X[data.start_idx])
-    F = features(z0, data.traj_steps)
-    Y = states[data.traj_idx]
-    if dynamics.carry:  # ξ̄_t − ξ̄_{-1} = C Σ_{s≤t} x_s
-        Y = Y - z0[:, None, :d].double()
-    m = data.traj_mask
-    F, Y = F[m], Y[m]
+    F, Y = normal_equations(data.start_idx, data.traj_idx, data.traj_mask)
     G, R = cfg.trajectory_weight * F.T @ F / len(F), cfg.trajectory_weight * F.T @ Y / len(F)
-    if cfg.window_weight > 0:
-        L = data.lengths[:, None]
-        frac = (np.arange(cfg.starts_per_demo) + 0.5) / cfg.starts_per_demo
-        t = 1 + np.floor(frac[None] * np.maximum(L - 2, 1)).astype(np.int64)
-        pos = t[..., None] + np.arange(1, cfg.horizon + 1)
-        mask = torch.from_numpy((pos < L[..., None]).reshape(-1, cfg.horizon))
-        idx = torch.from_numpy((data.offsets[:, None, None] + np.minimum(pos, L[..., None] - 1)).reshape(-1, cfg.horizon))
-        start = torch.from_numpy((data.offsets[:, None] + t).reshape(-1))
-        zw = model.lift(data.X[start])
-        Fw, Yw = features(zw, cfg.horizon), states[idx]
-        if dynamics.carry:
-            Yw = Yw - zw[:, None, :d].double()
-        Fw, Yw = Fw[mask], Yw[mask]
+    if cfg.window_weight > 0:  # evenly spaced later starts, deterministic
+        frac = (np.arange(cfg.starts_per_demo)[None] + 0.5) / cfg.starts_per_demo
+        Fw, Yw = normal_equations(*data.windows_at(frac, cfg.horizon))
         G = G + cfg.window_weight * Fw.T @ Fw / len(Fw)
         R = R + cfg.window_weight * Fw.T @ Yw / len(Fw)
     scale = float(torch.diagonal(G).mean()) or 1.0
@@ -434,6 +426,22 @@ def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, prog
     model.eval()
     curves["plateau"] = plateau(curves["loss"])
     return curves
+
+
+def fit_features(cfg: KubmConfig, features, seed: int, *, progress: bool = False, desc: str = "fit kubm"
+                 ) -> tuple[KubmModel, dict, float, float]:
+    """A K-UBM trained on a feature set (``kubm.policies.features.FeatureSet``): s, ξ
+    sequences, normalisation and joint limits from its episodes, torch seeded with ``seed``.
+    Returns (model, curves, s, training wall seconds)."""
+    s = compute_scale(features)
+    seqs = training_sequences(features, s)
+    lo, hi = action_limits(features)
+    torch.manual_seed(seed)
+    model = KubmModel(cfg, features.d_q, features.d_flow, features.d_c)
+    model.set_statistics(np.concatenate(seqs), s, lo, hi)
+    t0 = time.perf_counter()
+    curves = train_kubm(model, seqs, seed=seed, progress=progress, desc=desc)
+    return model, curves, s, time.perf_counter() - t0
 
 
 def plateau(losses: list[float], tail: float = 0.2) -> dict:

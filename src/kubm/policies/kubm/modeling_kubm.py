@@ -133,14 +133,6 @@ class KubmModel(nn.Module):
             psi = psi + self.g_linear(xi_hat)
         return torch.cat([state, psi], dim=-1)
 
-    def rollout(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        """(B, d_z) → (B, steps, d_z): K z0, K² z0, …"""
-        out, z = [], z0
-        for _ in range(steps):
-            z = z @ self.K.T
-            out.append(z)
-        return torch.stack(out, dim=1)
-
     @torch.no_grad()
     def spectral_radius(self) -> float:
         return float(torch.linalg.eigvals(self.K.detach().double()).abs().max())
