@@ -122,3 +122,25 @@ def test_fit_stage_act(tmp_path):
         {p.name for p in out.iterdir()}
     policy = load_policy(out, task_id="adroit/relocate")
     assert policy.config.chunk_size == 4 and policy.seed == 2
+
+
+def test_fit_stage_holds_out_validation_demos_and_saves_the_curve(tmp_path):
+    train = write_features(tmp_path / "train.zarr", n_eps=5, T=16)
+    test = write_features(tmp_path / "test.zarr", n_eps=1, T=16, seed=1)
+    config = load_config([DEFAULT_CONFIG])
+    config["fit"]["act"].update({"chunk_size": 4, "d_model": 16, "n_heads": 2, "n_encoder_layers": 1,
+                                 "n_decoder_layers": 1, "n_vae_encoder_layers": 1, "dim_feedforward": 32,
+                                 "latent_dim": 4, "iterations": 30, "batch_size": 8, "val_demos": 2, "val_every": 10})
+    task = resolve_task(config, "adroit", "relocate")
+    out = tmp_path / "act" / "seed0"
+    summary = fit(task, config, "act", 0, train, test, None, out, threads=1, progress=False, ae=StandInAE())
+    curves = json.loads((out / "curves.json").read_text())
+    assert curves["val_iteration"] == [10, 20, 30] and len(curves["val_chunk_rms_rad"]) == 3
+    assert curves["val_mean_action_rms_rad"] > 0 and "plateau" in curves
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["trained"]["n_train_demos"] == 3 and meta["trained"]["n_val_demos"] == 2
+    assert meta["trained"]["cpu_s"] > 0
+    diag = json.loads((out / "diagnostics.json").read_text())
+    # the last check is the saved model scored on the same held-out windows
+    assert diag["chunk_errors_val"]["chunk_action_rms_rad"] == pytest.approx(curves["val_chunk_rms_rad"][-1])
+    assert summary["val_ratio_to_mean_action"] == pytest.approx(diag["chunk_errors_val"]["ratio_to_mean_action"])

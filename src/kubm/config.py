@@ -226,6 +226,12 @@ def task_methods(config: dict, suite: str, task: str) -> list[str]:
     return list(resolve_task(config, suite, task).settings.get("methods") or DEFAULT_METHODS)
 
 
+def method_seeds(config: dict, method: str) -> range:
+    """Training seeds of one method: fit.n_seeds_by_method.<method>, else fit.n_seeds."""
+    fit = config.get("fit", {})
+    return range(int((fit.get("n_seeds_by_method") or {}).get(method, fit.get("n_seeds", 5))))
+
+
 def method_config(config: dict, suite: str, task: str, method: str) -> dict:
     """fit.<method> with the task's `method_params.<method>` overrides on top."""
     if method not in METHOD_NAMES:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from kubm.config import SPLITS, all_tasks, target_tasks, task_methods
+from kubm.config import SPLITS, all_tasks, method_seeds, target_tasks, task_methods
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,17 @@ def expected_outputs(config: dict) -> list[tuple[str, str]]:
 
 
 def _instances(config: dict):
-    seeds = range(config["fit"]["n_seeds"])
     for suite, task in all_tasks(config):
         methods = task_methods(config, suite, task)
         for r in RULES:
             splits = SPLITS if r.per_split else (None,)
             for split in splits:
                 for method in (methods if r.per_method else (None,)):
-                    for seed in (seeds if r.per_seed else (None,)):
+                    for seed in (method_seeds(config, method) if r.per_seed else (None,)):
                         fmt = dict(suite=suite, task=task, split=split, seed=seed, method=method)
                         inputs = [i.format(**fmt) for i in r.inputs]
                         if r.rule == "evaluate_method":
-                            inputs = [f"models/{suite}/{task}/{method}/seed{k}" for k in seeds] + inputs
+                            inputs = [f"models/{suite}/{task}/{method}/seed{k}" for k in method_seeds(config, method)] + inputs
                         if r.rule == "merge_eval":
                             inputs = [f"results/{suite}/{task}/methods/{m}.json" for m in methods]
                         # DVC stage names may not hold '/' or '@' (its foreach syntax).

@@ -38,8 +38,8 @@ wildcard_constraints:
     method="|".join(kcfg.METHOD_NAMES),
 
 
-def fit_seeds():
-    return range(config["fit"]["n_seeds"])
+def fit_seeds(method):
+    return kcfg.method_seeds(config, method)
 
 
 def all_targets():

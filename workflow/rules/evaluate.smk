@@ -1,7 +1,7 @@
 rule evaluate_method:
     """One method's models, rolled out in the simulator on the protocol's test seeds."""
     input:
-        models=lambda w: expand("models/{suite}/{task}/{method}/seed{seed}", seed=fit_seeds(), **w),
+        models=lambda w: expand("models/{suite}/{task}/{method}/seed{seed}", seed=fit_seeds(w.method), **w),
         ae="models/{suite}/{task}/flow_ae",
         test="data/{suite}/{task}/features/test.zarr",
     output:
@@ -57,8 +57,7 @@ rule summary:
 rule openloop:
     """Diagnostic (not in the default DAG): held-out open-loop action RMS of every fitted method."""
     input:
-        models=lambda w: expand("models/{suite}/{task}/{method}/seed{seed}", seed=fit_seeds(),
-                                method=task_methods(w), **w),
+        models=lambda w: [f"models/{w.suite}/{w.task}/{m}/seed{k}" for m in task_methods(w) for k in fit_seeds(m)],
         test="data/{suite}/{task}/features/test.zarr",
     output:
         "results/{suite}/{task}/openloop.json",

@@ -302,3 +302,34 @@ class ChunkData:
 
     def sample(self, rng: np.random.Generator, batch: int, n_obs: int, horizon: int):
         return self.windows(rng.integers(0, len(self.obs), size=batch), n_obs, horizon)
+
+    def spread_rows(self, n: int) -> np.ndarray:
+        """Up to ``n`` flat step indices spread evenly over the data (a fixed evaluation set)."""
+        return np.unique(np.linspace(0, len(self.obs) - 1, n).round().astype(np.int64))
+
+
+def split_validation(episodes: list, n_val: int) -> tuple[list, list]:
+    """(fit, validation): the last ``n_val`` training demos are held out (they come from the
+    training seeds, never the test seeds). With too few demos nothing is held out."""
+    n_val = int(n_val)
+    if n_val <= 0 or len(episodes) <= n_val:
+        return list(episodes), []
+    return list(episodes[:-n_val]), list(episodes[-n_val:])
+
+
+def chunk_errors(predict, data: ChunkData, n_obs: int, horizon: int, mean_action: np.ndarray,
+                 max_windows: int = 64) -> dict:
+    """Action RMS (rad) of chunks predicted from the true observation history at evenly spread
+    windows of ``data`` (padding past an episode's end excluded), beside the RMS of always
+    predicting ``mean_action`` (the training mean) on the same windows.
+
+    ``predict``: (B, n_obs, d_obs) raw observations → (B, horizon, d_q) actions."""
+    rows = data.spread_rows(max_windows)
+    obs, act, pad = data.windows(rows, n_obs, horizon)
+    pred = np.asarray(predict(obs), np.float64)
+    valid = ~pad
+    se = ((pred - act) ** 2).mean(-1)
+    se_mean = ((np.asarray(mean_action, np.float64) - act) ** 2).mean(-1)
+    rms, rms_mean = float(np.sqrt(se[valid].mean())), float(np.sqrt(se_mean[valid].mean()))
+    return {"n_windows": int(len(rows)), "chunk_action_rms_rad": rms, "first_action_rms_rad": float(np.sqrt(se[:, 0].mean())),
+            "mean_action_rms_rad": rms_mean, "ratio_to_mean_action": rms / max(rms_mean, 1e-12)}

@@ -280,35 +280,33 @@ def _fit_regression(task: TaskConfig, config: dict, seed: int, train, test, ae, 
             "openloop_action_rms_rad": ol_test["action_rms_rad_overall"]}
 
 
-def _plot_curve(curves: dict, path: Path, title: str, ylabel: str) -> None:
+def _plot_chunk_curves(curves: dict, path: Path, title: str) -> None:
+    """Training loss and, on a second axis, the held-out chunk RMS against the mean-action line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogy(curves["iteration"], curves["loss"], lw=0.6)
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.semilogy(curves["iteration"], curves["loss"], lw=0.5, color="tab:blue")
     ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{title} ({curves['time_s'][-1]:.0f} s)")
+    ax.set_ylabel("training loss", color="tab:blue")
+    if curves.get("val_iteration"):
+        ax2 = ax.twinx()
+        ax2.plot(curves["val_iteration"], curves["val_chunk_rms_rad"], "o-", color="tab:red", ms=3,
+                 label="held-out chunk RMS")
+        if curves.get("val_mean_action_rms_rad") is not None:
+            ax2.axhline(curves["val_mean_action_rms_rad"], color="gray", ls="--", lw=0.8, label="mean action")
+            ax2.axhline(0.3 * curves["val_mean_action_rms_rad"], color="gray", ls=":", lw=0.8, label="0.3 × mean")
+        ax2.set_ylabel("action RMS (rad)", color="tab:red")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(fontsize=7, loc="upper right")
+    fall = (curves.get("plateau") or {}).get("relative_fall")
+    tail = "" if fall is None else f", last fifth −{100 * fall:.1f} %"
+    ax.set_title(f"{title} ({curves['time_s'][-1]:.0f} s{tail})", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _chunk_errors(policy, episodes, n_obs: int, horizon: int, max_windows: int = 32, seed: int = 0) -> dict:
-    """Action RMS (rad) of chunks predicted from the true observation history at evenly
-    spread (episode, t) of ``episodes`` (padding past an episode's end excluded)."""
-    from kubm.policies.features import ChunkData
-
-    data = ChunkData.from_episodes(episodes)
-    rows = np.unique(np.linspace(0, len(data.obs) - 1, max_windows).round().astype(np.int64))
-    obs, act, pad = data.windows(rows, n_obs, horizon)
-    if hasattr(policy, "reset"):
-        policy.reset()
-    se = [((policy.predict_chunk(o) - a) ** 2).mean(axis=1)[~p] for o, a, p in zip(obs, act, pad)]
-    return {"n_windows": len(rows), "chunk_action_rms_rad": float(np.sqrt(np.mean(np.concatenate(se)))),
-            "first_action_rms_rad": float(np.sqrt(np.mean([s[0] for s in se])))}
 
 
 def _check_reload_act(policy, tmp: Path, test, steps: int = 12) -> None:
@@ -328,46 +326,61 @@ def _check_reload_act(policy, tmp: Path, test, steps: int = 12) -> None:
 
 def _fit_chunk_policy(method: str, task: TaskConfig, config: dict, seed: int, train, test, tmp: Path,
                       progress: bool) -> dict:
-    """Diffusion Policy / ACT: train on (observation history, action chunk) windows."""
-    from kubm.policies.features import ChunkData
+    """Diffusion Policy / ACT: train on (observation history, action chunk) windows of all but
+    ``val_demos`` training demos; those score the chunks during and after training."""
+    from kubm.policies.features import ChunkData, split_validation
 
     if method == "diffusion":
         from kubm.policies.diffusion import DiffusionConfig as Config
         from kubm.policies.diffusion import DiffusionModel as Model
         from kubm.policies.diffusion import DiffusionPolicy as Policy
+        from kubm.policies.diffusion import denoising_errors
+        from kubm.policies.diffusion import sampled_chunk_errors as chunk_errors_of
         from kubm.policies.diffusion import train_diffusion as train_fn
     else:
         from kubm.policies.act import ActConfig as Config
         from kubm.policies.act import ActModel as Model
         from kubm.policies.act import ActPolicy as Policy
+        from kubm.policies.act import predicted_chunk_errors as chunk_errors_of
         from kubm.policies.act import train_act as train_fn
     cfg = Config.from_dict(config["fit"].get(method) or {})
-    data = ChunkData.from_episodes(train.episodes)
+    fit_eps, val_eps = split_validation(train.episodes, cfg.val_demos)
+    data = ChunkData.from_episodes(fit_eps)
+    val = ChunkData.from_episodes(val_eps) if val_eps else None
     lo, hi = action_limits(train)
     torch.manual_seed(seed)
     model = Model(cfg, train.d_q, train.d_flow, train.d_c)
     model.set_statistics(data.obs, data.action, lo, hi)
-    t0 = time.perf_counter()
-    curves = train_fn(model, data, seed=seed, progress=progress, desc=f"fit {method} {task.id} seed{seed}")
-    train_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    curves = train_fn(model, data, seed=seed, val=val, progress=progress, desc=f"fit {method} {task.id} seed{seed}")
+    train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     policy = Policy(model, task_id=task.id, config_hash=task.hash(), feature_attrs=train.attrs, seed=seed,
                     extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
-                                       "final_loss": curves["loss"][-1], "stopped": curves["stopped"],
-                                       "n_train_demos": len(train.episodes)}, **_provenance()})
+                                       "cpu_s": round(cpu_s, 2), "final_loss": curves["loss"][-1],
+                                       "stopped": curves["stopped"], "plateau": curves["plateau"],
+                                       "n_train_demos": len(fit_eps), "n_val_demos": len(val_eps)},
+                           **_provenance()})
     policy.save(tmp)
     _check_reload_act(policy, tmp, test)
     (tmp / "curves.json").write_text(json.dumps(curves))
-    _plot_curve(curves, tmp / "loss.png", f"{method} training", "loss")
-    n_obs, horizon = policy.n_obs_steps, policy.chunk_size
-    err_train = _chunk_errors(policy, train.episodes, n_obs, horizon)
-    err_test = _chunk_errors(policy, test.episodes, n_obs, horizon)
-    _summary_diag(tmp, {"chunk_errors_train": err_train, "chunk_errors_test": err_test, "final_loss": curves["loss"][-1],
-                        "iterations": len(curves["loss"]), "train_wall_s": round(train_s, 2),
-                        "stopped": curves["stopped"], "n_parameters": int(sum(p.numel() for p in model.parameters()))})
-    return {"method": method, "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],
-            "train_wall_s": round(train_s, 2), "stopped": curves["stopped"],
-            "train_chunk_action_rms_rad": err_train["chunk_action_rms_rad"],
-            "test_chunk_action_rms_rad": err_test["chunk_action_rms_rad"]}
+    _plot_chunk_curves(curves, tmp / "loss.png", f"{method} {task.id} seed {seed}")
+    mean_action = data.action.mean(axis=0)
+    errors = {name: chunk_errors_of(model, ChunkData.from_episodes(eps), mean_action)
+              for name, eps in (("train", fit_eps), ("val", val_eps), ("test", test.episodes)) if eps}
+    diag = {f"chunk_errors_{k}": v for k, v in errors.items()}
+    if method == "diffusion":
+        diag["eps_mse_by_step"] = denoising_errors(model, data, seed=seed)
+    _summary_diag(tmp, {**diag, "final_loss": curves["loss"][-1], "iterations": len(curves["loss"]),
+                        "train_wall_s": round(train_s, 2), "train_cpu_s": round(cpu_s, 2),
+                        "stopped": curves["stopped"], "plateau": curves["plateau"],
+                        "n_parameters": int(sum(p.numel() for p in model.parameters()))})
+    out = {"method": method, "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],
+           "train_wall_s": round(train_s, 2), "train_cpu_s": round(cpu_s, 2), "stopped": curves["stopped"],
+           "plateau": curves["plateau"]}
+    for k, v in errors.items():
+        out[f"{k}_chunk_action_rms_rad"] = v["chunk_action_rms_rad"]
+        out[f"{k}_ratio_to_mean_action"] = v["ratio_to_mean_action"]
+    return out
 
 
 def _fit_diffusion(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:

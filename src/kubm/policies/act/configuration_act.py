@@ -35,12 +35,15 @@ class ActConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     time_budget_s: float | None = None
+    val_demos: int = 5  # training demos held out for the validation chunk error (0: none)
+    val_every: int = 500  # iterations between validation checks
     # --- not pipeline keys ----------------------------------------------------------------
     grad_clip: float = 10.0
 
     PIPELINE_KEYS = ("chunk_size", "temporal_agg", "ensemble_k", "n_action_steps", "d_model", "n_heads",
                      "n_encoder_layers", "n_decoder_layers", "n_vae_encoder_layers", "dim_feedforward", "dropout",
-                     "latent_dim", "kl_weight", "iterations", "batch_size", "lr", "weight_decay", "time_budget_s")
+                     "latent_dim", "kl_weight", "iterations", "batch_size", "lr", "weight_decay", "time_budget_s",
+                     "val_demos", "val_every")
 
     def __post_init__(self) -> None:
         problems = []
@@ -60,6 +63,8 @@ class ActConfig:
             problems.append("lr and grad_clip must be > 0")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
+        if self.val_demos < 0 or self.val_every < 0:
+            problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
         if problems:
             raise ValueError("invalid ACT config: " + "; ".join(problems))
 

@@ -21,7 +21,6 @@ Actions are clipped to the training action limits.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from torch import nn
 from kubm.policies.persistence import load_torch_state, read_policy, write_policy
 from kubm.policies.act.configuration_act import ActConfig
 from kubm.policies.features import (
-    ChunkData,
     block_statistics,
     check_vector,
     policy_header,
@@ -143,49 +141,6 @@ class ActModel(nn.Module):
         pred, _, _ = self((obs - self.obs_mean) / self.obs_std)
         a = pred * self.action_std + self.action_mean
         return torch.maximum(torch.minimum(a, self.action_high), self.action_low)
-
-
-def train_act(model: ActModel, data: ChunkData, *, seed: int, progress: bool = False, desc: str = "fit act") -> dict:
-    """AdamW (constant lr, gradient clipping) on windows of ``data``. Returns curves:
-    iteration, loss, l1, kl, time_s, stopped. Raises FloatingPointError on a non-finite loss."""
-    from tqdm import tqdm
-
-    cfg = model.config
-    torch.manual_seed(seed)  # dropout
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    curves = {"iteration": [], "loss": [], "l1": [], "kl": [], "time_s": [], "stopped": "iterations"}
-    t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
-    for it in range(1, cfg.iterations + 1):
-        obs, act, pad = data.sample(rng, cfg.batch_size, 1, cfg.chunk_size)
-        loss, terms = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act),
-                                          "pad": torch.from_numpy(pad)}, gen)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            bar.close()
-            raise FloatingPointError(f"ACT fit diverged (seed {seed}, iteration {it}): loss is {value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        elapsed = time.perf_counter() - t0
-        curves["iteration"].append(it)
-        curves["loss"].append(value)
-        curves["l1"].append(terms["l1"])
-        curves["kl"].append(terms["kl"])
-        curves["time_s"].append(round(elapsed, 4))
-        bar.update(1)
-        if it % 20 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
-        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations:
-            curves["stopped"] = f"time_budget_s after {it} iterations"
-            break
-    bar.close()
-    model.eval()
-    return curves
 
 
 class ActPolicy:

@@ -29,21 +29,23 @@ class DiffusionConfig:
     step_embed_dim: int = 64
     num_train_timesteps: int = 100
     num_inference_steps: int = 10
-    iterations: int = 6000
+    iterations: int = 4000
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 1e-6
     ema_decay: float = 0.999
     time_budget_s: float | None = None
+    prediction_type: str = "sample"  # x0; "epsilon" needs a far wider U-Net (fitting_diffusion.py)
+    val_demos: int = 5  # training demos held out for the validation chunk error (0: none)
+    val_every: int = 500  # iterations between validation checks
     # --- not pipeline keys ----------------------------------------------------------------
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "epsilon"
     lr_warmup_steps: int = 100
     inference_seed: int = 0  # seeds the sampling noise at every reset(): reproducible rollouts
 
     PIPELINE_KEYS = ("horizon", "n_obs_steps", "n_action_steps", "down_dims", "kernel_size", "n_groups",
                      "step_embed_dim", "num_train_timesteps", "num_inference_steps", "iterations", "batch_size",
-                     "lr", "weight_decay", "ema_decay", "time_budget_s")
+                     "lr", "weight_decay", "ema_decay", "time_budget_s", "prediction_type", "val_demos", "val_every")
 
     def __post_init__(self) -> None:
         self.down_dims = [int(d) for d in self.down_dims]
@@ -75,6 +77,8 @@ class DiffusionConfig:
             problems.append(f"beta_schedule={self.beta_schedule!r} not in {BETA_SCHEDULES}")
         if self.prediction_type not in PREDICTION_TYPES:
             problems.append(f"prediction_type={self.prediction_type!r} not in {PREDICTION_TYPES}")
+        if self.val_demos < 0 or self.val_every < 0:
+            problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
         if self.lr_warmup_steps < 0:
             problems.append(f"lr_warmup_steps={self.lr_warmup_steps} must be >= 0")
         if problems:

@@ -9,9 +9,9 @@ an action chunk A_t = a_t … a_{t+H−1} conditioned on the last ``n_obs_steps`
     FiLM (per-channel scale and bias from the conditioning); down-sampling by strided conv,
     skip connections, up-sampling by transposed conv.
 
-Training: DDPM forward process (``diffusers.DDPMScheduler``, squared-cosine betas), the
-network predicts the noise (ε), MSE; AdamW with linear warm-up and cosine decay; an EMA of
-the weights (warm-up ``min(decay, (1+k)/(10+k))``) is what is saved. Inference: DDIM
+Training (``fitting_diffusion.py``): DDPM forward process (``diffusers.DDPMScheduler``,
+squared-cosine betas); the network predicts the clean chunk (x₀, default) or the noise (ε);
+an EMA of the weights is what is saved. Inference: DDIM
 (``diffusers.DDIMScheduler``, η = 0) with ``num_inference_steps`` steps from Gaussian noise
 drawn from a generator re-seeded at every ``reset()``, so a rollout is reproducible.
 
@@ -24,7 +24,6 @@ action limits.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from pathlib import Path
 
@@ -35,7 +34,6 @@ from torch import nn
 from kubm.policies.persistence import load_torch_state, read_policy, write_policy
 from kubm.policies.diffusion.configuration_diffusion import DiffusionConfig
 from kubm.policies.features import (
-    ChunkData,
     block_statistics,
     check_vector,
     policy_header,
@@ -212,88 +210,6 @@ class DiffusionModel(nn.Module):
             x = scheduler.step(out, t, x).prev_sample
         a = self.denormalise_action(x.clamp(-1, 1))
         return torch.maximum(torch.minimum(a, self.action_high), self.action_low)
-
-
-# ---------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------
-
-class EMA:
-    """Exponential moving average of parameters, decay min(max_decay, (1+k)/(10+k)) at step k."""
-
-    def __init__(self, params, max_decay: float):
-        self.params = [p for p in params]
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.max_decay, self.step = float(max_decay), 0
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.step += 1
-        d = min(self.max_decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
-
-    @torch.no_grad()
-    def copy_to(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            p.copy_(s)
-
-
-def lr_factor(k: int, warmup: int, total: int, elapsed_s: float = 0.0, budget_s: float | None = None) -> float:
-    """Linear warm-up, then cosine decay over whichever runs out first: iterations or the
-    time budget (a budget-stopped fit still ends at a low learning rate)."""
-    if k < warmup:
-        return (k + 1) / warmup
-    progress = (k - warmup) / max(1, total - warmup)
-    if budget_s:
-        progress = max(progress, elapsed_s / budget_s)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, progress: bool = False,
-                    desc: str = "fit diffusion") -> dict:
-    """Train the U-Net on windows of ``data``; leaves the EMA weights in ``model``. Returns
-    curves: iteration, loss, time_s, stopped. Raises FloatingPointError on a non-finite loss."""
-    from tqdm import tqdm
-
-    cfg = model.config
-    noise_sched, _ = make_schedulers(cfg)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(int(seed))
-    params = list(model.unet.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr * lr_factor(0, cfg.lr_warmup_steps, cfg.iterations), betas=(0.95, 0.999), weight_decay=cfg.weight_decay,
-                            foreach=True)
-    ema = EMA(params, cfg.ema_decay)
-    curves = {"iteration": [], "loss": [], "time_s": [], "stopped": "iterations"}
-    t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
-    for it in range(1, cfg.iterations + 1):
-        obs, act, _ = data.sample(rng, cfg.batch_size, cfg.n_obs_steps, cfg.horizon)
-        loss, _ = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act)}, noise_sched, gen)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            bar.close()
-            raise FloatingPointError(f"Diffusion Policy fit diverged (seed {seed}, iteration {it}): loss is {value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update()
-        elapsed = time.perf_counter() - t0
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(it, cfg.lr_warmup_steps, cfg.iterations, elapsed, cfg.time_budget_s)
-        curves["iteration"].append(it)
-        curves["loss"].append(value)
-        curves["time_s"].append(round(elapsed, 4))
-        bar.update(1)
-        if it % 20 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
-        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations:
-            curves["stopped"] = f"time_budget_s after {it} iterations"
-            break
-    bar.close()
-    ema.copy_to()
-    model.eval()
-    return curves
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ from torch import nn
 from kubm.policies.features import action_limits, compute_scale, training_sequences
 from kubm.policies.kubm.configuration_kubm import KubmConfig
 from kubm.policies.kubm.modeling_kubm import FitDiverged, KubmModel
+from kubm.policies.training import plateau
 
-__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "fit_features", "make_dynamics", "kubm_loss",
+__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "fit_features", "make_dynamics", "kubm_loss", "plateau",
            "train_kubm"]
 
 
@@ -444,15 +445,3 @@ def fit_features(cfg: KubmConfig, features, seed: int, *, progress: bool = False
     return model, curves, s, time.perf_counter() - t0
 
 
-def plateau(losses: list[float], tail: float = 0.2) -> dict:
-    """Relative fall of the loss over the last ``tail`` of the iterations (smoothed over
-    5 % windows at both ends): a plateau is a fall below 2 %."""
-    n = len(losses)
-    if n < 10:
-        return {"relative_fall": None, "plateau": False}
-    w = max(1, n // 20)
-    start = int(n * (1 - tail))
-    a = float(np.mean(losses[max(0, start - w // 2): start + w // 2 + 1]))
-    b = float(np.mean(losses[-w:]))
-    fall = (a - b) / a if a > 0 else 0.0
-    return {"relative_fall": fall, "plateau": bool(fall < 0.02)}

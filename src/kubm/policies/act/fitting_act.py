@@ -1,0 +1,86 @@
+"""Training recipe of the ACT baseline: AdamW at a constant learning rate (as the reference),
+gradient clipping, an iteration count. Every ``val_every`` iterations the chunk predicted
+with z = 0 on fixed windows of held-out training-seed demos is scored against the demo
+actions, beside always predicting the training-mean action."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from kubm.policies.act.modeling_act import ActModel
+from kubm.policies.features import ChunkData, chunk_errors
+from kubm.policies.training import plateau
+
+__all__ = ["predicted_chunk_errors", "train_act"]
+
+
+def predicted_chunk_errors(model: ActModel, data: ChunkData, mean_action: np.ndarray, max_windows: int = 64) -> dict:
+    """``chunk_errors`` of the chunks ACT predicts at inference (z = 0, no dropout)."""
+    was_training = model.training
+    model.eval()
+
+    def predict(obs):
+        return model.predict(torch.as_tensor(obs[:, -1], dtype=torch.float32)).numpy()
+
+    try:
+        return chunk_errors(predict, data, 1, model.config.chunk_size, mean_action, max_windows)
+    finally:
+        model.train(was_training)
+
+
+def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | None = None, progress: bool = False,
+              desc: str = "fit act") -> dict:
+    """Returns curves: iteration, loss, l1, kl, time_s, stopped, plateau, and with ``val`` the
+    held-out chunk RMS (val_iteration, val_chunk_rms_rad, val_mean_action_rms_rad). Raises
+    FloatingPointError on a non-finite loss."""
+    from tqdm import tqdm
+
+    cfg = model.config
+    torch.manual_seed(seed)  # dropout
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    mean_action = data.action.mean(axis=0)
+    curves = {"iteration": [], "loss": [], "l1": [], "kl": [], "time_s": [], "stopped": "iterations",
+              "val_iteration": [], "val_chunk_rms_rad": [], "val_mean_action_rms_rad": None}
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
+    for it in range(1, cfg.iterations + 1):
+        obs, act, pad = data.sample(rng, cfg.batch_size, 1, cfg.chunk_size)
+        loss, terms = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act),
+                                          "pad": torch.from_numpy(pad)}, gen)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            bar.close()
+            raise FloatingPointError(f"ACT fit diverged (seed {seed}, iteration {it}): loss is {value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        elapsed = time.perf_counter() - t0
+        curves["iteration"].append(it)
+        curves["loss"].append(value)
+        curves["l1"].append(terms["l1"])
+        curves["kl"].append(terms["kl"])
+        curves["time_s"].append(round(elapsed, 4))
+        bar.update(1)
+        if it % 20 == 0:
+            bar.set_postfix(loss=f"{value:.4g}")
+        budget_hit = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations
+        if val is not None and cfg.val_every and (it % cfg.val_every == 0 or it == cfg.iterations or budget_hit):
+            e = predicted_chunk_errors(model, val, mean_action)
+            curves["val_iteration"].append(it)
+            curves["val_chunk_rms_rad"].append(e["chunk_action_rms_rad"])
+            curves["val_mean_action_rms_rad"] = e["mean_action_rms_rad"]
+        if budget_hit:
+            curves["stopped"] = f"time_budget_s after {it} iterations"
+            break
+    bar.close()
+    model.eval()
+    curves["plateau"] = plateau(curves["loss"])
+    return curves

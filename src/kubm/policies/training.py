@@ -1,0 +1,33 @@
+"""Training helpers shared by the learned policies: the learning-rate schedule and the
+plateau test of a saved loss curve."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def warmup_cosine(k: int, warmup: int, total: int, elapsed_s: float = 0.0, budget_s: float | None = None) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay over whichever runs out first,
+    iterations or the time budget (a budget-stopped fit still ends at a low learning rate)."""
+    if k < warmup:
+        return (k + 1) / warmup
+    progress = (k - warmup) / max(1, total - warmup)
+    if budget_s:
+        progress = max(progress, elapsed_s / budget_s)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def plateau(losses: list[float], tail: float = 0.2) -> dict:
+    """Relative fall of the loss over the last ``tail`` of the iterations (smoothed over
+    5 % windows at both ends): a plateau is a fall below 2 %."""
+    n = len(losses)
+    if n < 10:
+        return {"relative_fall": None, "plateau": False}
+    w = max(1, n // 20)
+    start = int(n * (1 - tail))
+    a = float(np.mean(losses[max(0, start - w // 2): start + w // 2 + 1]))
+    b = float(np.mean(losses[-w:]))
+    fall = (a - b) / a if a > 0 else 0.0
+    return {"relative_fall": fall, "plateau": bool(fall < 0.02)}
