@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     missing = [m for m in args.methods if not (args.models / args.task / m / f"seed{args.seed}").is_dir()]
     if missing:
         sys.exit(f"no fitted model for {missing} under {args.models}/{args.task}/<method>/seed{args.seed}; build them with "
-                 f"`snakemake models/{args.task}/<method>/seed{args.seed} --cores 2 --configfile config/all_methods.yaml` "
+                 f"`snakemake models/{args.task}/<method>/seed{args.seed} --cores 2 --configfile config/study.yaml` "
                  "or pass --methods with the ones you have")
     out: dict = {"task": args.task, "episodes": len(episodes), "steps": int(sum(len(e) for e in episodes)),
                  "threads": args.threads, "methods": {}}

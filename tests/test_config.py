@@ -105,3 +105,38 @@ def test_dexart_assets_keys_validate_and_do_not_rehash_unset_tasks():
     cfg["suites"]["dexart"]["tasks"]["bucket"]["instances"] = "some"
     with pytest.raises(ConfigError, match="instances"):
         validate(cfg)
+
+
+# --- bad values the schema alone let through (issue: bad input never crashes) ----------
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["suites"]["dexart"]["defaults"]["seeds"]["train"].update(start=0.0),
+     r"suites\.dexart\.defaults\.seeds\.train\.start: expected an integer, got float 0\.0; write it without a decimal point"),
+    (lambda c: c["fit"]["kubm"].update(lr_g=float("nan")), r"fit\.kubm\.lr_g: expected a finite number, got nan"),
+    (lambda c: c["fit"]["regression"].update(ridge=float("inf")), r"fit\.regression\.ridge: expected a finite number, got inf"),
+    (lambda c: c["train_ae"].update(epochs=30.5), r"train_ae\.epochs: expected an integer"),
+    (lambda c: c["suites"]["adroit"]["tasks"]["door"]["expert"].update(name="adroit_dor"),
+     r"suites\.adroit\.tasks\.door\.expert\.name: unknown expert 'adroit_dor'; known experts: \[.*'adroit_door'"),
+    (lambda c: c["suites"]["dexart"]["tasks"]["bucket"]["expert"].update(name="adroit_door"),
+     r"expert 'adroit_door' drives \['mujoco'\], not this suite's simulator 'sapien'; experts for sapien: \[.*'dexart_bucket'"),
+    (lambda c: (c["suites"]["adroit"]["defaults"].update(methods=["kubm", "diffusion"]),
+                c["fit"]["diffusion"].update(horizon=10)),
+     r"fit\.diffusion \(with suites\.adroit\.tasks\..*\.method_params\.diffusion\): .*horizon=10 must be a multiple of 2\^"),
+    (lambda c: (c["suites"]["adroit"]["defaults"].update(methods=["act"]),
+                c["suites"]["adroit"]["tasks"]["pen"].update(method_params={"act": {"chunk_size": 5, "n_action_steps": 9}})),
+     r"suites\.adroit\.tasks\.pen\.method_params\.act\): .*n_action_steps=9 must be in \[1, chunk_size=5\]"),
+])
+def test_bad_values_are_config_errors_naming_the_key(base, edit, message):
+    edit(base)
+    with pytest.raises(ConfigError, match=message):
+        validate(base)
+
+
+def test_per_method_seed_counts(base):
+    base["fit"]["n_seeds_by_method"] = {"diffusion": 3}
+    from kubm.config import method_seeds
+    cfg = validate(base)
+    assert list(method_seeds(cfg, "diffusion")) == [0, 1, 2] and len(method_seeds(cfg, "kubm")) == 5
+    base["fit"]["n_seeds_by_method"] = {"dp": 3}
+    with pytest.raises(ConfigError, match=r"fit\.n_seeds_by_method"):
+        validate(base)

@@ -21,11 +21,12 @@ def test_dry_run_resolves_eval_for_every_task(root):
                       "total": "226"}
 
 
-def test_all_methods_profile_adds_diffusion_and_act(root):
+def test_study_profile_adds_diffusion_and_act(root):
     proc = run(["snakemake", "results/dexart/bucket/eval.json", "-n", "--forceall", "--quiet", "rules", "--cores", "1",
-                "--configfile", "config/all_methods.yaml"])
+                "--configfile", "config/study.yaml"])
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
-    assert counts["fit"] == "25" and counts["evaluate_method"] == "5" and counts["merge_eval"] == "1"
+    # 5 seeds of kubm, kodex and regression; 3 of diffusion and act (fit.n_seeds_by_method)
+    assert counts["fit"] == "21" and counts["evaluate_method"] == "5" and counts["merge_eval"] == "1"
 
 
 def test_unknown_method_in_config_lists_valid_ones(root, tmp_path):

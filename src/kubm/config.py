@@ -9,7 +9,9 @@ and every error names the offending key and the allowed values.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import math
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -22,7 +24,7 @@ import yaml
 SPLITS = ("train", "test")
 DEFAULT_CONFIG = Path("config/config.yaml")
 # Methods a task may list (`methods:`); kubm.policies.METHODS holds their code (a test keeps
-# the two in step). Cheap ones run by default; config/all_methods.yaml adds the rest.
+# the two in step). Cheap ones run by default; config/study.yaml adds the rest.
 METHOD_NAMES = ("kubm", "kodex", "regression", "diffusion", "act")
 DEFAULT_METHODS = ("kubm", "kodex", "regression")
 
@@ -31,9 +33,23 @@ class ConfigError(ValueError):
     """The config is invalid; the message names the key and what is allowed."""
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files("kubm").joinpath("schemas/config.schema.yaml").read_text()
+
+
 def schema() -> dict:
-    text = resources.files("kubm").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(_schema_text())
+
+
+def _is_integer(checker, x) -> bool:
+    # JSON Schema counts 3.0 as an integer; Python's range() and array shapes do not
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(checker, x) -> bool:
+    # NaN and ±inf pass every numeric bound (comparisons with NaN are false): refuse them here
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -75,7 +91,13 @@ def _with_defaults(validator_cls):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, sch)
 
-    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+    checker = validator_cls.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults}, type_checker=checker)
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    return _with_defaults(jsonschema.Draft202012Validator)(schema())
 
 
 def _format_error(err: jsonschema.ValidationError) -> str:
@@ -87,16 +109,22 @@ def _format_error(err: jsonschema.ValidationError) -> str:
     if err.validator == "enum":
         return f"config key {key}: {err.instance!r} is not allowed; allowed values: {err.validator_value}"
     if err.validator == "type":
-        return f"config key {key}: expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
+        got = f"{type(err.instance).__name__} {err.instance!r}"
+        if isinstance(err.instance, float) and not math.isfinite(err.instance):
+            return f"config key {key}: expected a finite {err.validator_value}, got {err.instance!r}"
+        if err.validator_value == "integer" and isinstance(err.instance, float):
+            return f"config key {key}: expected an integer, got {got}; write it without a decimal point"
+        return f"config key {key}: expected {err.validator_value}, got {got}"
     return f"config key {key}: {err.message}"
 
 
 def validate(config: dict) -> dict:
     """Schema check with defaults filled in, then the cross-key checks. Returns a new dict."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config must be a mapping, got {type(config).__name__}")
     config = copy.deepcopy(config)
     sch = schema()
-    validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
     fit_keys = {m: set(sch["properties"]["fit"]["properties"].get(m, {}).get("properties", {})) for m in METHOD_NAMES}
@@ -107,9 +135,39 @@ def validate(config: dict) -> dict:
             if unknown:
                 raise ConfigError(f"suites.{suite}.tasks.{task}.method_params.{method}: unknown key(s) {unknown}; "
                                   f"allowed keys (those of fit.{method}): {sorted(fit_keys[method])}")
+        _check_expert(t)
+        for method in task_methods(config, suite, task):
+            _check_method_config(config, t, method)
     for target in config.get("targets", []):
         split_task_id(config, target)
     return config
+
+
+def _check_expert(t: TaskConfig) -> None:
+    """The expert must exist and drive this task's simulator (checked now, not at collect)."""
+    from kubm.experts.registry import EXPERT_SIMULATORS
+
+    name = t.settings["expert"]["name"]
+    where = f"suites.{t.suite}.tasks.{t.task}.expert.name"
+    if name not in EXPERT_SIMULATORS:
+        raise ConfigError(f"{where}: unknown expert {name!r}; known experts: {sorted(EXPERT_SIMULATORS)}")
+    if t.simulator not in EXPERT_SIMULATORS[name]:
+        fits = sorted(n for n, sims in EXPERT_SIMULATORS.items() if t.simulator in sims)
+        raise ConfigError(f"{where}: expert {name!r} drives {sorted(EXPERT_SIMULATORS[name])}, not this suite's "
+                          f"simulator {t.simulator!r}; experts for {t.simulator}: {fits}")
+
+
+def _check_method_config(config: dict, t: TaskConfig, method: str) -> None:
+    """Each method's settings (fit.<method> plus the task's method_params) must build that
+    method's typed config: constraints a schema cannot say (a Diffusion horizon the U-Net
+    cannot halve, n_action_steps beyond the chunk) fail here, not when the fit starts."""
+    from kubm.policies.registry import config_class
+
+    settings = method_config(config, t.suite, t.task, method)
+    try:
+        config_class(method).from_dict(settings)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"fit.{method} (with suites.{t.suite}.tasks.{t.task}.method_params.{method}): {err}") from err
 
 
 def all_tasks(config: dict) -> list[tuple[str, str]]:

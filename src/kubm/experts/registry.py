@@ -49,6 +49,13 @@ EXPERTS = {
 }
 
 
+# The simulator each expert drives (the config check refuses an expert on another suite).
+EXPERT_SIMULATORS = {"adroit_relocate": ("mujoco",), "adroit_door": ("mujoco",), "mppi": ("mujoco",),
+                     "dexart_bucket": ("sapien",), "dexart_faucet": ("sapien",), "dexart_laptop": ("sapien",),
+                     "dexart_toilet": ("sapien",)}
+assert set(EXPERT_SIMULATORS) == set(EXPERTS)
+
+
 def make_expert(name: str, params: dict | None = None) -> Expert:
     if name not in EXPERTS:
         raise ValueError(f"unknown expert {name!r}; known: {', '.join(sorted(EXPERTS))}")
