@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 ConfigFiles = Annotated[
     Optional[list[Path]],
-    typer.Option("--configfile", "-c", help="config file(s), merged in order (default: config/config.yaml)"),
+    typer.Option("--configfile", "-c", help="config file(s), merged in order over config/config.yaml (as snakemake --configfile)"),
 ]
 TaskArg = Annotated[str, typer.Argument(help="suite/task, e.g. adroit/relocate")]
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test")]
@@ -32,9 +32,18 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def config_files(configfiles: list[Path] | None) -> list[Path]:
+    """`-c` files merge over config/config.yaml, as `snakemake --configfile` does (a profile
+    such as config/smoke.yaml holds only what it changes)."""
+    files = [Path(f) for f in configfiles or []]
+    if DEFAULT_CONFIG.is_file() and not any(f.resolve() == DEFAULT_CONFIG.resolve() for f in files):
+        files.insert(0, DEFAULT_CONFIG)
+    return files or [DEFAULT_CONFIG]
+
+
 def _load(configfiles: list[Path] | None) -> dict:
     try:
-        return load_config(configfiles or [DEFAULT_CONFIG])
+        return load_config(config_files(configfiles))
     except ConfigError as err:
         _fail(str(err))
 
@@ -92,8 +101,10 @@ def collect(
                f"(acceptance {summary['acceptance_rate']:.0%})")
 
 
-def _qc_paths(task, stage: str, split: str, metrics: Path | None, video: Path | None) -> tuple[Path, Path]:
-    qc = Path(f"results/{task.suite}/{task.task}/qc")
+def _qc_paths(out: Path, stage: str, split: str, metrics: Path | None, video: Path | None) -> tuple[Path, Path]:
+    """QC files default to beside the store written (`<out dir>/<stage>_<split>.metrics.json`),
+    so a stage run by hand writes only where it is told (Snakemake passes both paths)."""
+    qc = Path(out).parent
     return metrics or qc / f"{stage}_{split}.metrics.json", video or qc / f"{stage}_{split}.mp4"
 
 
@@ -110,8 +121,8 @@ def segment(
     task_id: TaskArg,
     demos: Annotated[Path, typer.Option(help="demo store from collect")],
     out: Annotated[Path, typer.Option(help="mask store to write")],
-    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default results/{suite}/{task}/qc/segment_{split}.metrics.json)")] = None,
-    video: Annotated[Optional[Path], typer.Option(help="QC video (default results/{suite}/{task}/qc/segment_{split}.mp4)")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default: beside --out, segment_{split}.metrics.json)")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="QC video (default: beside --out, segment_{split}.mp4)")] = None,
     split: SplitOpt = "train",
     configfile: ConfigFiles = None,
     threads: ThreadsOpt = 1,
@@ -121,7 +132,7 @@ def segment(
     from kubm.stages.segment import segment as run_segment
 
     config, task = _stage_setup(task_id, configfile, threads, split)
-    metrics, video = _qc_paths(task, "segment", split, metrics, video)
+    metrics, video = _qc_paths(out, "segment", split, metrics, video)
     try:
         result = run_segment(task, config, demos, out, metrics, video, progress=progress)
     except _stage_errors() as err:
@@ -135,8 +146,8 @@ def track(
     demos: Annotated[Path, typer.Option(help="demo store from collect")],
     masks: Annotated[Path, typer.Option(help="mask store from segment")],
     out: Annotated[Path, typer.Option(help="track store to write")],
-    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default results/{suite}/{task}/qc/track_{split}.metrics.json)")] = None,
-    video: Annotated[Optional[Path], typer.Option(help="QC video (default results/{suite}/{task}/qc/track_{split}.mp4)")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default: beside --out, track_{split}.metrics.json)")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="QC video (default: beside --out, track_{split}.mp4)")] = None,
     split: SplitOpt = "train",
     configfile: ConfigFiles = None,
     threads: ThreadsOpt = 1,
@@ -146,7 +157,7 @@ def track(
     from kubm.stages.track import track as run_track
 
     config, task = _stage_setup(task_id, configfile, threads, split)
-    metrics, video = _qc_paths(task, "track", split, metrics, video)
+    metrics, video = _qc_paths(out, "track", split, metrics, video)
     try:
         result = run_track(task, config, demos, masks, out, metrics, video, progress=progress)
     except _stage_errors() as err:
@@ -363,12 +374,13 @@ def doctor(configfile: ConfigFiles = None) -> None:
 
 
 @app.command()
-def info(store: Annotated[Path, typer.Argument(help="a .zarr store written by a kubm stage")]) -> None:
-    """Describe a store: episodes, arrays, chunks, provenance."""
+def info(store: Annotated[Path, typer.Argument(help="a .zarr store written by a kubm stage")],
+         verify: Annotated[bool, typer.Option(help="decode every chunk (exit 2 on damage)")] = False) -> None:
+    """Describe a store: episodes, arrays, stored chunks, provenance."""
     from kubm.storage.episode_store import StoreError, describe
 
     try:
-        typer.echo(describe(store))
+        typer.echo(describe(store, verify=verify))
     except StoreError as err:
         _fail(str(err))
 

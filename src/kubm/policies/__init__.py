@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from kubm.policies.features import FeatureError, IncompatibleError, check_compatible
+from kubm.policies.persistence import ModelFileError
 from kubm.policies.act import ActPolicy
 from kubm.policies.diffusion import DiffusionPolicy
 from kubm.policies.kodex import KodexPolicy
@@ -29,7 +30,11 @@ def load_policy(directory, *, task_id: str | None = None, feature_attrs: dict | 
     cfg = directory / "config.json"
     if not cfg.is_file():
         raise FileNotFoundError(f"{directory}: no config.json; not a saved model (run `kubm fit`)")
-    method = json.loads(cfg.read_text()).get("method")
+    try:
+        method = json.loads(cfg.read_text()).get("method")
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise ModelFileError(f"{cfg}: not a valid model config ({type(e).__name__}: {e}); delete {directory} "
+                             "and rerun its fit (`kubm fit` / snakemake), or `dvc pull` it again") from e
     if method not in METHODS:
         raise ValueError(f"{directory}: unknown method {method!r}; known methods: {sorted(METHODS)}")
     policy = METHODS[method].load(directory)

@@ -15,6 +15,24 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+class ModelFileError(ValueError):
+    """A saved model's file is unreadable (truncated, corrupt, not a model); the message
+    names the file and how to rebuild it."""
+
+
+def _rebuild_hint(directory) -> str:
+    return (f"rebuild it: delete {directory} and rerun its fit (`snakemake {directory}` or `kubm fit`), "
+            "or fetch it again with `dvc pull`")
+
+
+def _load_safetensors(w_path: Path, directory, loader):
+    try:
+        return loader(str(w_path))
+    except Exception as e:  # safetensors raises its own error types for a truncated or corrupt file
+        raise ModelFileError(f"{w_path}: cannot read the weights ({type(e).__name__}: {e}); "
+                             f"the file is damaged or incomplete; {_rebuild_hint(directory)}") from e
+
+
 def write_policy(directory, method: str, tensors: dict, config: dict) -> Path:
     """Write ``tensors`` (torch tensors, or numpy arrays stored as float64) and ``config``."""
     directory = Path(directory)
@@ -42,7 +60,12 @@ def read_policy(directory, method: str, fmt: int, label: str) -> tuple[Path, dic
         if not p.is_file():
             raise FileNotFoundError(f"{directory}: no {p.name}; not a saved {label} model "
                                     f"(run `kubm fit ... --method {method}`)")
-    meta = json.loads(cfg_path.read_text())
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{cfg_path}: not valid JSON ({e}); {_rebuild_hint(directory)}") from e
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{cfg_path}: expected a JSON object; {_rebuild_hint(directory)}")
     if meta.get("method") != method:
         raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {method!r}")
     if meta.get("format") != fmt:
@@ -54,8 +77,9 @@ def load_torch_state(model, w_path: Path, directory) -> None:
     """Strictly load a torch model's weights; a mismatch names the directory."""
     from safetensors.torch import load_file
 
+    state = _load_safetensors(w_path, directory, load_file)
     try:
-        model.load_state_dict(load_file(str(w_path)), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{directory}: weights do not match config.json ({e})") from e
 
@@ -64,8 +88,28 @@ def load_arrays(w_path: Path, directory, required) -> dict:
     """numpy arrays of a closed-form model, refusing a file that lacks any of ``required``."""
     from safetensors.numpy import load_file
 
-    arrays = load_file(str(w_path))
+    arrays = _load_safetensors(w_path, directory, load_file)
     missing = [k for k in required if k not in arrays]
     if missing:
         raise ValueError(f"{directory}: {WEIGHTS} lacks {missing}")
     return arrays
+
+
+def verify_model_dir(directory) -> str:
+    """Read a saved model's config and every tensor (what `kubm doctor` / `kubm info` report);
+    returns a one-line summary, raises ModelFileError naming the damaged file."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except FileNotFoundError as e:
+        raise ModelFileError(f"{cfg_path}: missing; {_rebuild_hint(directory)}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{cfg_path}: not valid JSON ({e}); {_rebuild_hint(directory)}") from e
+    if not w_path.is_file():
+        raise ModelFileError(f"{w_path}: missing; {_rebuild_hint(directory)}")
+    arrays = _load_safetensors(w_path, directory, load_file)
+    n = sum(int(np.prod(a.shape)) for a in arrays.values())
+    return f"{meta.get('method', '?')} model, {len(arrays)} tensors, {n} values"

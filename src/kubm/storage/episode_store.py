@@ -317,8 +317,11 @@ class EpisodeStore:
         return self._read(self._group[f"meta/{name}"])
 
 
-def describe(path) -> str:
-    """Human summary; works on partial stores too (it does not validate)."""
+def describe(path, *, verify: bool = False) -> str:
+    """Human summary; works on partial stores too. It counts the stored chunks of every
+    array against the array's shape (a store flagged complete with chunks missing is
+    reported as damaged); with ``verify`` it also decodes every chunk. Raises StoreError
+    naming the array when ``verify`` finds a damaged or missing chunk."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store")
@@ -332,10 +335,30 @@ def describe(path) -> str:
     if "meta/episode_ends" in g:
         ends = g["meta/episode_ends"][:]
         lines.append(f"  episodes={len(ends)} steps={int(ends[-1]) if len(ends) else 0}")
+    missing = []
     for kind in ("data", "meta"):
         for k in sorted(g[kind].array_keys()) if kind in g else []:
             arr = g[f"{kind}/{k}"]
+            stored, expected = arr.nchunks_initialized, arr.nchunks
+            if stored < expected:
+                missing.append(f"{kind}/{k} ({stored} of {expected} chunks)")
             lines.append(f"  {kind}/{k}: shape={arr.shape} dtype={arr.dtype} chunks={arr.chunks}"
-                         + (f" shards={arr.shards}" if arr.shards else ""))
+                         + (f" shards={arr.shards}" if arr.shards else "") + f" stored={stored}/{expected}")
+            if verify:
+                try:
+                    arr[...]
+                except Exception as e:  # codec errors on a damaged chunk
+                    raise StoreError(f"{path}: {kind}/{k} has a damaged chunk ({type(e).__name__}: {e}); "
+                                     f"delete {path} and rerun the stage that writes it, or `dvc pull` it") from e
     lines.append(f"  attrs: {', '.join(sorted(a))}")
+    if missing:
+        what = "complete" if a.get("complete") else "partial"
+        lines.append(f"  DAMAGED: flagged {what}, but chunks are missing: {'; '.join(missing)}")
+        if verify:
+            raise StoreError(f"{path}: chunks are missing ({'; '.join(missing)}); delete {path} and rerun the "
+                             "stage that writes it, or `dvc pull` it")
+    elif verify:
+        lines.append("  verified: every chunk decodes")
+    else:
+        lines.append("  chunks present (not decoded; `kubm info --verify` decodes every chunk)")
     return "\n".join(lines)
