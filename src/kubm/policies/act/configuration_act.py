@@ -30,7 +30,7 @@ class ActConfig:
     dropout: float = 0.1
     latent_dim: int = 32
     kl_weight: float = 10.0
-    iterations: int = 8000
+    iterations: int = 3000
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 1e-4
