@@ -49,7 +49,7 @@ RULES: tuple[RuleOutputs, ...] = (
                  "models/{suite}/{task}/flow_ae"), per_seed=True, per_method=True, params=("fit.{method}",)),
     RuleOutputs("evaluate_method", "results/{suite}/{task}/methods/{method}.json",
                 ("models/{suite}/{task}/flow_ae", "data/{suite}/{task}/features/test.zarr"), per_method=True,
-                params=("fit.{method}", "evaluate", "segment", "track"),
+                params=("fit.{method}", "evaluate", "segment", "track", "weights"),
                 extra_outputs=("results/{suite}/{task}/methods/{method}",)),
     RuleOutputs("merge_eval", "results/{suite}/{task}/eval.json", (), metric=True),
 )
