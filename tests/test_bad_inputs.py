@@ -113,3 +113,16 @@ def test_hand_run_stage_qc_goes_beside_its_output(tmp_path):
 
     metrics, video = _qc_paths(tmp_path / "elsewhere" / "train.zarr", "segment", "train", None, None)
     assert metrics == tmp_path / "elsewhere" / "segment_train.metrics.json" and video.parent == tmp_path / "elsewhere"
+
+
+def test_truncated_cotracker_checkpoint_names_the_file_and_the_fetch(tmp_path):
+    import torch
+
+    from kubm.perception.tracking_cotracker import CoTrackerTracker
+    from kubm.perception.weights import CheckpointDamaged
+
+    ckpt = tmp_path / "scaled_offline.pth"
+    torch.save({"model": {"w": torch.zeros(1000)}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:-300])  # an interrupted download
+    with pytest.raises(CheckpointDamaged, match=rf"{ckpt}: .*truncated.*fetch it again: wget .*scaled_offline\.pth"):
+        CoTrackerTracker(mode="offline", checkpoint=ckpt, device="cpu")

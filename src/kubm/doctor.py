@@ -264,36 +264,13 @@ def _config_checkpoint(config: dict | None, model: str) -> str | None:
     return value if isinstance(value, str) and value != "random" else None
 
 
-def verify_checkpoint(path: Path) -> str | None:
-    """None when the checkpoint reads back whole, else what is wrong. torch checkpoints are
-    zip archives: every member's CRC is checked (an interrupted download fails here);
-    safetensors files must hold every byte their header promises."""
-    import zipfile
-
-    try:
-        if path.suffix == ".safetensors":
-            with path.open("rb") as f:
-                n = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(n))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-            size = path.stat().st_size
-            return None if size >= 8 + n + end else f"truncated: {size} bytes, header needs {8 + n + end}"
-        if not zipfile.is_zipfile(path):
-            return "not a complete torch checkpoint (no zip directory: truncated or not a checkpoint)"
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-        return None if bad is None else f"damaged member {bad} (CRC mismatch)"
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        return f"unreadable ({type(e).__name__}: {e})"
-
-
 def check_weights(config: dict | None = None) -> list[CheckResult]:
     results = []
     for model in DOCTOR_MODELS:
         spec = weights.MODELS[model]
         hit = weights.find_checkpoint(model, _config_checkpoint(config, model))
         if hit is not None:
-            problem = verify_checkpoint(Path(hit))
+            problem = weights.verify_checkpoint(Path(hit))
             if problem:
                 results.append(CheckResult(f"weights:{model}", False, f"{hit}: {problem}",
                                            f"delete it and fetch it again: {weights.fetch_command(model)}"))

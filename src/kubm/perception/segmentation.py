@@ -27,7 +27,13 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from kubm.perception.weights import CheckpointNotFound, fetch_command, find_checkpoint, resolve_checkpoint
+from kubm.perception.weights import (
+    CheckpointNotFound,
+    fetch_command,
+    find_checkpoint,
+    raise_if_damaged,
+    resolve_checkpoint,
+)
 
 __all__ = [
     "BACKENDS",
@@ -234,12 +240,16 @@ class Sam2Segmenter:
 
         from sam2.build_sam import build_sam2_video_predictor  # lazy: initialises Hydra on import
 
-        self.predictor = build_sam2_video_predictor(
-            config_file=self.config_file,
-            ckpt_path=None if self.checkpoint is None else str(self.checkpoint),
-            device=device,
-            hydra_overrides_extra=[f"++model.image_size={self.image_size}"],
-        )
+        try:
+            self.predictor = build_sam2_video_predictor(
+                config_file=self.config_file,
+                ckpt_path=None if self.checkpoint is None else str(self.checkpoint),
+                device=device,
+                hydra_overrides_extra=[f"++model.image_size={self.image_size}"],
+            )
+        except Exception as e:
+            raise_if_damaged(f"sam2.1_hiera_{model}", self.checkpoint, e)
+            raise
 
     def segment(self, frames: np.ndarray, prompt: SegPrompt, *, seg: np.ndarray | None = None) -> np.ndarray:
         """``seg`` is ignored; accepted so one call fits every backend."""
@@ -348,8 +358,12 @@ class Sam3Segmenter:
         # A checkpoint_path keeps build_sam3_video_model from downloading (its load_from_HF
         # only applies when the path is None; the predictor's __init__ does not accept it).
         gpus = [int(device.split(":")[1])] if ":" in device else None
-        self.predictor = build_sam3_video_predictor(checkpoint_path=str(self.checkpoint), bpe_path=str(bpe),
-                                                    gpus_to_use=gpus)
+        try:
+            self.predictor = build_sam3_video_predictor(checkpoint_path=str(self.checkpoint), bpe_path=str(bpe),
+                                                        gpus_to_use=gpus)
+        except Exception as e:
+            raise_if_damaged("sam3", self.checkpoint, e)
+            raise
 
     def _pick(self, outputs: dict | None, H: int, W: int) -> np.ndarray:
         if not outputs or len(outputs.get("out_obj_ids", ())) == 0:

@@ -94,7 +94,13 @@ class CoTrackerTracker:
         try:
             self._pred = cls(checkpoint=None if self.checkpoint is None else str(self.checkpoint),
                              window_len=self.window_len)
-        except RuntimeError as e:  # state-dict mismatch, e.g. the offline file in the online model
+        except Exception as e:
+            from kubm.perception.weights import raise_if_damaged
+
+            raise_if_damaged(self.model_key, self.checkpoint, e)  # a truncated download names the file
+            if not isinstance(e, RuntimeError):
+                raise
+            # state-dict mismatch, e.g. the offline file in the online model
             raise RuntimeError(f"{self.checkpoint} does not fit the CoTracker3 {mode} model (offline "
                                f"and online use different files: scaled_{mode}.pth): {e}") from e
         self._pred.model.model_resolution = mr

@@ -210,3 +210,41 @@ def resolve_checkpoint(model: str, config_path: str | os.PathLike | None = None)
     if spec.licence:
         lines.append(f"Licence: {spec.licence}")
     raise CheckpointNotFound("\n".join(lines))
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint reads back whole, else what is wrong. torch checkpoints are
+    zip archives: every member's CRC is checked (an interrupted download fails here);
+    safetensors files must hold every byte their header promises."""
+    import json
+    import zipfile
+
+    try:
+        if path.suffix == ".safetensors":
+            with path.open("rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            size = path.stat().st_size
+            return None if size >= 8 + n + end else f"truncated: {size} bytes, header needs {8 + n + end}"
+        if not zipfile.is_zipfile(path):
+            return "not a complete torch checkpoint (no zip directory: truncated or not a checkpoint)"
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        return None if bad is None else f"damaged member {bad} (CRC mismatch)"
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+
+
+class CheckpointDamaged(ValueError):
+    """A checkpoint exists but cannot be read whole (an interrupted download)."""
+
+
+def raise_if_damaged(model: str, path, err: Exception) -> None:
+    """Called when a backend fails to build from ``path``: a damaged file becomes an error
+    naming it and the fetch command; otherwise the caller re-raises the original error."""
+    if path is None:
+        return
+    problem = verify_checkpoint(Path(path))
+    if problem:
+        raise CheckpointDamaged(f"{path}: {problem}; delete it and fetch it again: {fetch_command(model)}") from err
