@@ -17,6 +17,17 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one thread is fastest, and it does not spin against other jobs on 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def run(cmd: list[str], cwd: Path = ROOT, check: bool = True, env: dict | None = None, timeout: int = 600):
     """Run a command from the venv's bin, return the CompletedProcess (stdout+stderr text)."""
     exe = BIN / cmd[0]

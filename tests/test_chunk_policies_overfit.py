@@ -22,12 +22,7 @@ from kubm.policies.features import ChunkData, Episode
 T, D_Q, D_FLOW, D_C = 48, 24, 16, 3  # an Adroit-sized hand (pen: 24 joints)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def one_demo() -> ChunkData:

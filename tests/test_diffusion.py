@@ -16,12 +16,7 @@ from kubm.stages.fit import fit
 D_Q, D_FLOW, D_C = 2, 3, 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**kw) -> DiffusionConfig:

@@ -17,13 +17,7 @@ W, H, N = 64, 48, 16
 SMALL = {"latent_dim": 4, "hidden": [32], "epochs": 3, "batch_size": 32, "lr": 3e-3, "seed": 0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is fastest, and it does not spin against other jobs on 2 cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def moving_cloud(seed: int, T: int = 20, n: int = N) -> tuple[np.ndarray, np.ndarray]:

@@ -17,12 +17,7 @@ from kubm.storage.episode_store import EpisodeStore
 D_Q, D_FLOW, D_C = 3, 6, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def system(d=4, seed=0) -> np.ndarray:

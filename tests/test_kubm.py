@@ -20,13 +20,7 @@ from kubm.policies.kubm import (
 D_Q, D_FLOW, D_C = 3, 5, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and the machine's 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**kw) -> KubmConfig:

@@ -151,6 +151,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def ae_mismatch(ae_dir, feature_attrs: dict, features_path) -> str | None:
+    """Why the flow AE in ``ae_dir`` is not the one a feature store was encoded with (its
+    weights' sha256 is recorded in the store's attrs), or None when it is or cannot be told.
+    Another AE's latents mean something else to every model trained on those features."""
+    recorded = ((feature_attrs or {}).get("ae") or {}).get("sha256")
+    weights = Path(ae_dir) / WEIGHTS
+    if not recorded or not weights.is_file():
+        return None
+    actual = sha256_file(weights)
+    if actual == recorded:
+        return None
+    return (f"flow autoencoder {ae_dir} (weights sha256 {actual[:12]}…) is not the one {features_path} was encoded "
+            f"with ({feature_attrs['ae'].get('dir')}, sha256 {recorded[:12]}…); pass that autoencoder, or "
+            "re-encode the features and refit with this one")
+
+
 class FlowAE:
     """Numpy-facing flow AE in pixel coordinates of a ``width`` x ``height`` image."""
 

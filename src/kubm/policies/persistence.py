@@ -25,6 +25,18 @@ def _rebuild_hint(directory) -> str:
             "or fetch it again with `dvc pull`")
 
 
+def read_config(directory) -> dict:
+    """A saved model's config.json as a dict; ModelFileError naming it when it is unreadable."""
+    path = Path(directory) / CONFIG
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: not valid JSON ({e}); {_rebuild_hint(directory)}") from e
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: expected a JSON object; {_rebuild_hint(directory)}")
+    return meta
+
+
 def _load_safetensors(w_path: Path, directory, loader):
     try:
         return loader(str(w_path))
@@ -60,12 +72,7 @@ def read_policy(directory, method: str, fmt: int, label: str) -> tuple[Path, dic
         if not p.is_file():
             raise FileNotFoundError(f"{directory}: no {p.name}; not a saved {label} model "
                                     f"(run `kubm fit ... --method {method}`)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{cfg_path}: not valid JSON ({e}); {_rebuild_hint(directory)}") from e
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{cfg_path}: expected a JSON object; {_rebuild_hint(directory)}")
+    meta = read_config(directory)
     if meta.get("method") != method:
         raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {method!r}")
     if meta.get("format") != fmt:
@@ -102,12 +109,9 @@ def verify_model_dir(directory) -> str:
 
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except FileNotFoundError as e:
-        raise ModelFileError(f"{cfg_path}: missing; {_rebuild_hint(directory)}") from e
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{cfg_path}: not valid JSON ({e}); {_rebuild_hint(directory)}") from e
+    if not cfg_path.is_file():
+        raise ModelFileError(f"{cfg_path}: missing; {_rebuild_hint(directory)}")
+    meta = read_config(directory)
     if not w_path.is_file():
         raise ModelFileError(f"{w_path}: missing; {_rebuild_hint(directory)}")
     arrays = _load_safetensors(w_path, directory, load_file)

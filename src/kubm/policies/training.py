@@ -31,3 +31,26 @@ def plateau(losses: list[float], tail: float = 0.2) -> dict:
     b = float(np.mean(losses[-w:]))
     fall = (a - b) / a if a > 0 else 0.0
     return {"relative_fall": fall, "plateau": bool(fall < 0.02)}
+
+
+def chunk_curves(*terms: str) -> dict:
+    """The curves a chunk policy's fit saves: per-iteration loss (and ``terms``), time, and
+    the held-out chunk error at every validation check."""
+    return {"iteration": [], "loss": [], **{t: [] for t in terms}, "time_s": [], "stopped": "iterations",
+            "val_iteration": [], "val_chunk_rms_rad": [], "val_mean_action_rms_rad": None}
+
+
+def budget_reached(cfg, elapsed_s: float, it: int) -> bool:
+    """The optional wall-clock cap ends the fit before its iteration count."""
+    return cfg.time_budget_s is not None and elapsed_s >= cfg.time_budget_s and it < cfg.iterations
+
+
+def validation_due(cfg, it: int, last: bool) -> bool:
+    """A check every ``val_every`` iterations, and at the last one (however the fit stops)."""
+    return bool(cfg.val_every) and (it % cfg.val_every == 0 or it == cfg.iterations or last)
+
+
+def record_validation(curves: dict, it: int, errors: dict) -> None:
+    curves["val_iteration"].append(it)
+    curves["val_chunk_rms_rad"].append(errors["chunk_action_rms_rad"])
+    curves["val_mean_action_rms_rad"] = errors["mean_action_rms_rad"]

@@ -65,24 +65,6 @@ def feature_info(path: Path) -> FeatureInfo:
                        int(shape["flow"][1]), d_c, store.attrs)
 
 
-def check_ae_matches_features(ae_dir: Path, feat: FeatureInfo) -> None:
-    """The autoencoder that perceives online must be the one the features were encoded with
-    (its weights' sha256 is recorded in the feature store): another AE's latents mean
-    something else to every model, and the evaluation would run to the end, wrong."""
-    from kubm.features.flow_ae import WEIGHTS, sha256_file
-
-    recorded = ((feat.attrs or {}).get("ae") or {}).get("sha256")
-    weights = Path(ae_dir) / WEIGHTS
-    if not recorded or not weights.is_file():
-        return
-    actual = sha256_file(weights)
-    if actual != recorded:
-        raise CompatibilityError(
-            f"flow autoencoder {ae_dir} (weights sha256 {actual[:12]}…) is not the one {feat.path} was encoded "
-            f"with ({(feat.attrs.get('ae') or {}).get('dir')}, sha256 {recorded[:12]}…); pass that autoencoder, "
-            "or re-encode the features and refit with this one")
-
-
 def model_meta(policy, model_dir: Path) -> dict:
     """What a model says about itself: its config.json, with gaps filled from the loaded
     policy's attributes (method, seed, task_id, d_q, d_flow, d_c)."""
@@ -255,7 +237,11 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
     elif (feat.suite, feat.task) != (task.suite, task.task):
         raise CompatibilityError(f"feature store {test_features} is for {feat.suite}/{feat.task}, not {task.id}; "
                                  f"pass data/{task.suite}/{task.task}/features/test.zarr")
-    check_ae_matches_features(Path(ae_dir), feat)
+    from kubm.features.flow_ae import ae_mismatch
+
+    mismatch = ae_mismatch(ae_dir, feat.attrs, test_features)
+    if mismatch:
+        raise CompatibilityError(mismatch)
     ae = (load_ae or _default_load_ae)(Path(ae_dir))
     d_ae = _ae_latent_dim(ae)
     if d_ae is not None and d_ae != feat.d_flow:

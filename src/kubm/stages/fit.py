@@ -137,18 +137,6 @@ def _check_inputs(task: TaskConfig, train, test) -> None:
         raise FitError(f"train and test features were encoded with different flow AEs ({a[:12]}… vs {b[:12]}…)")
 
 
-def _check_ae_matches(ae_dir: Path, train) -> None:
-    """The AE given must be the one the features were encoded with (sha256 in their attrs)."""
-    from kubm.features.flow_ae import WEIGHTS, sha256_file
-
-    recorded = (train.attrs.get("ae") or {}).get("sha256")
-    weights = ae_dir / WEIGHTS
-    if recorded and weights.is_file() and sha256_file(weights) != recorded:
-        raise FitError(f"flow autoencoder {ae_dir} is not the one {train.path} was encoded with "
-                       f"({(train.attrs.get('ae') or {}).get('dir')}, sha256 {recorded[:12]}…); pass that "
-                       "autoencoder, or re-encode the features with this one")
-
-
 def _fit_kubm(task: TaskConfig, config: dict, seed: int, train, test, ae, tmp: Path, progress: bool) -> dict:
     cfg = KubmConfig.from_dict(config["fit"]["kubm"])
     model, curves, s, train_s = fit_features(cfg, train, seed, progress=progress, desc=f"fit kubm {task.id} seed{seed}")
@@ -427,7 +415,11 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
     if ae is None:
         if ae_dir is None:
             raise FitError("fit needs the flow autoencoder (--ae) to calibrate the replanning threshold")
-        _check_ae_matches(Path(ae_dir), train_fs)
+        from kubm.features.flow_ae import ae_mismatch
+
+        mismatch = ae_mismatch(ae_dir, train_fs.attrs, train_fs.path)
+        if mismatch:
+            raise FitError(mismatch)
         ae = load_flow_ae(ae_dir)
     with atomic_dir(out_dir) as tmp:
         summary = METHODS[method](task, config, int(seed), train_fs, test_fs, ae, tmp, progress)

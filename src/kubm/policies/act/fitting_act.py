@@ -13,7 +13,7 @@ import torch
 
 from kubm.policies.act.modeling_act import ActModel
 from kubm.policies.features import ChunkData, chunk_errors
-from kubm.policies.training import plateau
+from kubm.policies.training import budget_reached, chunk_curves, plateau, record_validation, validation_due
 
 __all__ = ["predicted_chunk_errors", "train_act"]
 
@@ -45,8 +45,7 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     mean_action = data.action.mean(axis=0)
-    curves = {"iteration": [], "loss": [], "l1": [], "kl": [], "time_s": [], "stopped": "iterations",
-              "val_iteration": [], "val_chunk_rms_rad": [], "val_mean_action_rms_rad": None}
+    curves = chunk_curves("l1", "kl")
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
@@ -71,12 +70,9 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
         bar.update(1)
         if it % 20 == 0:
             bar.set_postfix(loss=f"{value:.4g}")
-        budget_hit = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations
-        if val is not None and cfg.val_every and (it % cfg.val_every == 0 or it == cfg.iterations or budget_hit):
-            e = predicted_chunk_errors(model, val, mean_action)
-            curves["val_iteration"].append(it)
-            curves["val_chunk_rms_rad"].append(e["chunk_action_rms_rad"])
-            curves["val_mean_action_rms_rad"] = e["mean_action_rms_rad"]
+        budget_hit = budget_reached(cfg, elapsed, it)
+        if val is not None and validation_due(cfg, it, budget_hit):
+            record_validation(curves, it, predicted_chunk_errors(model, val, mean_action))
         if budget_hit:
             curves["stopped"] = f"time_budget_s after {it} iterations"
             break

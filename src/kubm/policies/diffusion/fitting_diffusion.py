@@ -29,7 +29,14 @@ import torch
 
 from kubm.policies.diffusion.modeling_diffusion import DiffusionModel, make_schedulers
 from kubm.policies.features import ChunkData, chunk_errors
-from kubm.policies.training import plateau, warmup_cosine
+from kubm.policies.training import (
+    budget_reached,
+    chunk_curves,
+    plateau,
+    record_validation,
+    validation_due,
+    warmup_cosine,
+)
 
 __all__ = ["EMA", "denoising_errors", "sampled_chunk_errors", "train_diffusion"]
 
@@ -130,16 +137,7 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
                             betas=(0.95, 0.999), weight_decay=cfg.weight_decay, foreach=True)
     ema = EMA(params, cfg.ema_decay)
     mean_action = data.action.mean(axis=0)
-    curves = {"iteration": [], "loss": [], "time_s": [], "stopped": "iterations",
-              "val_iteration": [], "val_chunk_rms_rad": [], "val_mean_action_rms_rad": None}
-
-    def validate(it: int) -> None:
-        with ema.applied():
-            e = sampled_chunk_errors(model, val, mean_action)
-        curves["val_iteration"].append(it)
-        curves["val_chunk_rms_rad"].append(e["chunk_action_rms_rad"])
-        curves["val_mean_action_rms_rad"] = e["mean_action_rms_rad"]
-
+    curves = chunk_curves()
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
@@ -163,9 +161,10 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
         bar.update(1)
         if it % 20 == 0:
             bar.set_postfix(loss=f"{value:.4g}")
-        budget_hit = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and it < cfg.iterations
-        if val is not None and cfg.val_every and (it % cfg.val_every == 0 or it == cfg.iterations or budget_hit):
-            validate(it)
+        budget_hit = budget_reached(cfg, elapsed, it)
+        if val is not None and validation_due(cfg, it, budget_hit):
+            with ema.applied():  # the weights that are saved
+                record_validation(curves, it, sampled_chunk_errors(model, val, mean_action))
         if budget_hit:
             curves["stopped"] = f"time_budget_s after {it} iterations"
             break
