@@ -91,3 +91,33 @@ def test_interrupted_collect_leaves_no_store(tmp_path, root, monkeypatch):
         collect_stage.collect(task, "test", out, progress=False)
     assert not out.exists()
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_user_errors_exit_2_and_bugs_keep_their_traceback(monkeypatch):
+    """The CLI catches the KubmError family only: a user error is one line and exit 2; any
+    other exception (a bug) propagates with its traceback instead of posing as bad input."""
+    import kubm.stages.fit as fit_stage
+    from typer.testing import CliRunner
+
+    from kubm.cli import app
+    from kubm.errors import KubmError, PolicyError
+
+    args = ["fit", "adroit/relocate", "--train", "a.zarr", "--test", "b.zarr", "--ae", "ae", "--out", "m"]
+
+    def raises(exc):
+        def fake_fit(*a, **k):
+            raise exc
+        return fake_fit
+
+    monkeypatch.setattr(fit_stage, "fit", raises(KubmError("bad input: fix it")))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "bad input: fix it" in r.output
+
+    diverged = PolicyError("diverged")
+    diverged.exit_code = 1
+    monkeypatch.setattr(fit_stage, "fit", raises(diverged))
+    assert CliRunner().invoke(app, args).exit_code == 1
+
+    monkeypatch.setattr(fit_stage, "fit", raises(ValueError("a programming error")))
+    r = CliRunner().invoke(app, args)
+    assert isinstance(r.exception, ValueError) and not isinstance(r.exception, SystemExit)

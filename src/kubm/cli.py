@@ -12,10 +12,24 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from kubm.config import DEFAULT_CONFIG, SPLITS, ConfigError, load_config, resolve_task, split_task_id
+from kubm.config import DEFAULT_CONFIG, SPLITS, load_config, resolve_task, split_task_id
+from kubm.errors import KubmError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+class _KubmGroup(TyperGroup):
+    """Every command's user errors (the KubmError family) end as one red line and exit
+    code 2 (1 for a fit that diverged); any other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KubmError as err:
+            _fail(str(err), code=getattr(err, "exit_code", 2))
+
+
+app = typer.Typer(cls=_KubmGroup, add_completion=False, no_args_is_help=True, help=__doc__)
 
 ConfigFiles = Annotated[
     Optional[list[Path]],
@@ -42,18 +56,12 @@ def config_files(configfiles: list[Path] | None) -> list[Path]:
 
 
 def _load(configfiles: list[Path] | None) -> dict:
-    try:
-        return load_config(config_files(configfiles))
-    except ConfigError as err:
-        _fail(str(err))
+    return load_config(config_files(configfiles))
 
 
 def _task(config: dict, task_id: str):
-    try:
-        suite, task = split_task_id(config, task_id)
-        return resolve_task(config, suite, task)
-    except ConfigError as err:
-        _fail(str(err))
+    suite, task = split_task_id(config, task_id)
+    return resolve_task(config, suite, task)
 
 
 def _stage_setup(task_id: str, configfile, threads: int | None = None, split: str | None = None):
@@ -86,17 +94,12 @@ def collect(
     progress: ProgressOpt = True,
 ) -> None:
     """Roll out the task's expert on the configured seeds and store the successful episodes."""
-    from kubm.sim.base import SimulatorError
-    from kubm.stages.collect import CollectError, collect as run_collect
-    from kubm.storage.episode_store import StoreError
+    from kubm.stages.collect import collect as run_collect
 
     _check_split(split)
     task = _task(_load(configfile), task_id)
     out = out or Path(f"data/{task.suite}/{task.task}/demos/{split}.zarr")
-    try:
-        summary = run_collect(task, split, out, progress=progress)
-    except (CollectError, SimulatorError, StoreError, NotImplementedError, ValueError) as err:
-        _fail(str(err))
+    summary = run_collect(task, split, out, progress=progress)
     typer.echo(f"wrote {out}: {summary['kept']} episodes from {summary['attempted']} seeds "
                f"(acceptance {summary['acceptance_rate']:.0%})")
 
@@ -106,14 +109,6 @@ def _qc_paths(out: Path, stage: str, split: str, metrics: Path | None, video: Pa
     so a stage run by hand writes only where it is told (Snakemake passes both paths)."""
     qc = Path(out).parent
     return metrics or qc / f"{stage}_{split}.metrics.json", video or qc / f"{stage}_{split}.mp4"
-
-
-def _stage_errors():
-    from kubm.perception.errors import BackendUnavailable
-    from kubm.perception.weights import CheckpointNotFound
-    from kubm.storage.episode_store import StoreError
-
-    return (BackendUnavailable, CheckpointNotFound, StoreError, ValueError)
 
 
 @app.command()
@@ -133,10 +128,7 @@ def segment(
 
     config, task = _stage_setup(task_id, configfile, threads, split)
     metrics, video = _qc_paths(out, "segment", split, metrics, video)
-    try:
-        result = run_segment(task, config, demos, out, metrics, video, progress=progress)
-    except _stage_errors() as err:
-        _fail(str(err))
+    result = run_segment(task, config, demos, out, metrics, video, progress=progress)
     typer.echo(f"wrote {out}: backend {result['backend']}, mask IoU {result['mask_iou_mean']:.3f} ({metrics})")
 
 
@@ -158,10 +150,7 @@ def track(
 
     config, task = _stage_setup(task_id, configfile, threads, split)
     metrics, video = _qc_paths(out, "track", split, metrics, video)
-    try:
-        result = run_track(task, config, demos, masks, out, metrics, video, progress=progress)
-    except _stage_errors() as err:
-        _fail(str(err))
+    result = run_track(task, config, demos, masks, out, metrics, video, progress=progress)
     typer.echo(f"wrote {out}: backend {result['backend']}, median error {result['median_px']:.2f} px, "
                f"{result['within_2px']:.0%} within 2 px ({metrics})")
 
@@ -180,17 +169,10 @@ def fit(
     progress: ProgressOpt = True,
 ) -> None:
     """Fit one method for one training seed: weights, config, curves and diagnostics in --out."""
-    from kubm.policies.features import FeatureError
-    from kubm.stages.fit import FitDiverged, fit as run_fit
-    from kubm.storage.episode_store import StoreError
+    from kubm.stages.fit import fit as run_fit
 
     config, task = _stage_setup(task_id, configfile)
-    try:
-        s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress)
-    except FitDiverged as err:
-        _fail(str(err), code=1)
-    except (FeatureError, StoreError, ValueError) as err:  # FitError is a ValueError
-        _fail(str(err))
+    s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress)
     extras = [f"{k} {s[k]:.4g}" for k in ("final_loss", "spectral_radius", "openloop_action_rms_rad", "replan_threshold_px")
               if isinstance(s.get(k), (int, float))]
     typer.echo(f"wrote {out}: {method} seed {seed} trained in {s.get('train_wall_s', float('nan')):.0f} s"
@@ -208,16 +190,10 @@ def train_ae(
     progress: ProgressOpt = True,
 ) -> None:
     """Train the flow autoencoder (256 tracked points -> latent) and report test reconstruction error in px."""
-    from kubm.features.flow_ae import FlowAEError
-    from kubm.stages.train_ae import TrainDiverged, train_ae as run_train_ae
+    from kubm.stages.train_ae import train_ae as run_train_ae
 
     config, task = _stage_setup(task_id, configfile)
-    try:
-        metrics = run_train_ae(task, config, train, test, out, threads=threads, progress=progress)
-    except TrainDiverged as err:
-        _fail(str(err), code=1)
-    except (FlowAEError, *_stage_errors()) as err:
-        _fail(str(err))
+    metrics = run_train_ae(task, config, train, test, out, threads=threads, progress=progress)
     typer.echo(f"wrote {out}: test reconstruction {metrics['recon_px_test']['mean']:.3f} px mean, "
                f"{metrics['recon_px_test']['p95']:.3f} px p95")
 
@@ -235,15 +211,10 @@ def encode(
     progress: ProgressOpt = True,
 ) -> None:
     """Write the feature store: flow latents, qpos, actions and context per step."""
-    from kubm.features.context import ContextError
-    from kubm.features.flow_ae import FlowAEError
     from kubm.stages.encode import encode as run_encode
 
     config, task = _stage_setup(task_id, configfile, threads)
-    try:
-        summary = run_encode(task, config, demos, tracks, masks, ae, out, progress=progress)
-    except (FlowAEError, ContextError, *_stage_errors()) as err:
-        _fail(str(err))
+    summary = run_encode(task, config, demos, tracks, masks, ae, out, progress=progress)
     typer.echo(f"wrote {out}: {summary['episodes']} episodes, {summary['steps']} steps, "
                f"flow {summary['d_flow']}-d, context {summary['d_c']}-d")
 
@@ -269,7 +240,6 @@ def evaluate(
     progress: ProgressOpt = True,
 ) -> None:
     """Roll every model out in the simulator on the test seeds (any method) and write eval.json."""
-    from kubm.sim.base import SimulatorError
     from kubm.stages.evaluate import evaluate as run_evaluate
 
     stray = [a for a in ctx.args if a.startswith("-")]
@@ -278,10 +248,7 @@ def evaluate(
     models = [*models, *(Path(a) for a in ctx.args)]  # `--models A B C`: B and C arrive as extra args
     config, task = _stage_setup(task_id, configfile, threads)
     out = out or Path(f"results/{task.suite}/{task.task}/eval.json")
-    try:
-        doc = run_evaluate(task, config, models, ae, test, out, progress=progress)
-    except (*_stage_errors(), SimulatorError, FileNotFoundError, NotImplementedError) as err:
-        _fail(str(err))
+    doc = run_evaluate(task, config, models, ae, test, out, progress=progress)
     for method, m in doc["methods"].items():
         typer.echo(f"{task.id} {method}: success {m['success_rate']:.0%} ± {m['std']:.0%} "
                    f"(95% CI {m['ci95'][0]:.0%}-{m['ci95'][1]:.0%}), replans {m['replans_mean']:.1f}")
@@ -297,14 +264,11 @@ def merge_eval(
 ) -> None:
     """Merge per-method evaluations into the task's eval.json (in the order the config lists methods)."""
     from kubm.config import task_methods
-    from kubm.evaluation.merge import MergeError, merge_eval_files
+    from kubm.evaluation.merge import merge_eval_files
 
     config, task = _stage_setup(task_id, configfile)
-    try:
-        doc = merge_eval_files(inputs, out, suite=task.suite, task=task.task,
-                               order=task_methods(config, task.suite, task.task))
-    except MergeError as err:
-        _fail(str(err))
+    doc = merge_eval_files(inputs, out, suite=task.suite, task=task.task,
+                           order=task_methods(config, task.suite, task.task))
     typer.echo(f"wrote {out}: " + ", ".join(f"{m} {v['success_rate']:.0%}" for m, v in doc["methods"].items()))
 
 
@@ -321,18 +285,13 @@ def openloop(
     import json
 
     from kubm.evaluation.openloop import openloop_report
-    from kubm.policies.features import FeatureError, IncompatibleError
-    from kubm.storage.episode_store import StoreError
 
     stray = [a for a in ctx.args if a.startswith("-")]
     if stray:
         _fail(f"unexpected option(s) {stray}")
     models = [*models, *(Path(a) for a in ctx.args)]
     config, task = _stage_setup(task_id, configfile)
-    try:
-        doc = openloop_report(models, test, task_id=task.id)
-    except (FeatureError, IncompatibleError, StoreError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    doc = openloop_report(models, test, task_id=task.id)
     text = json.dumps(doc, indent=1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -350,15 +309,11 @@ def summary(
     readme: Annotated[Optional[Path], typer.Option(help="also fill this README's generated results block")] = None,
 ) -> None:
     """Compare methods across tasks: success with Wilson intervals, paired differences and latency vs K-UBM."""
-    from kubm.evaluation.report import EvalDocumentError
     from kubm.evaluation.summary import update_readme, write_summary
 
-    try:
-        s = write_summary(evals, out)
-        if readme is not None:
-            update_readme(readme, s, str(out.with_suffix(".json")))
-    except (EvalDocumentError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    s = write_summary(evals, out)
+    if readme is not None:
+        update_readme(readme, s, str(out.with_suffix(".json")))
     typer.echo(f"wrote {out} and {out.with_suffix('.json')}: {len(s['tasks'])} tasks, methods {s['methods']}")
 
 
@@ -377,12 +332,9 @@ def doctor(configfile: ConfigFiles = None) -> None:
 def info(store: Annotated[Path, typer.Argument(help="a .zarr store written by a kubm stage")],
          verify: Annotated[bool, typer.Option(help="decode every chunk (exit 2 on damage)")] = False) -> None:
     """Describe a store: episodes, arrays, stored chunks, provenance."""
-    from kubm.storage.episode_store import StoreError, describe
+    from kubm.storage.episode_store import describe
 
-    try:
-        typer.echo(describe(store, verify=verify))
-    except StoreError as err:
-        _fail(str(err))
+    typer.echo(describe(store, verify=verify))
 
 
 @app.command("check-config")

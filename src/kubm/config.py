@@ -21,16 +21,14 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from kubm.errors import ConfigError
+
 SPLITS = ("train", "test")
 DEFAULT_CONFIG = Path("config/config.yaml")
 # Methods a task may list (`methods:`); kubm.policies.METHODS holds their code (a test keeps
 # the two in step). Cheap ones run by default; config/study.yaml adds the rest.
 METHOD_NAMES = ("kubm", "kodex", "regression", "diffusion", "act")
 DEFAULT_METHODS = ("kubm", "kodex", "regression")
-
-
-class ConfigError(ValueError):
-    """The config is invalid; the message names the key and what is allowed."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubm.evaluation.report import EvalDocumentError, validate_eval, write_eval
+from kubm.errors import DataError
 
 __all__ = ["MergeError", "merge_eval_docs", "merge_eval_files"]
 
@@ -22,7 +23,7 @@ PROTOCOL_KEYS = ("test_seeds", "episodes", "horizon", "success", "replan", "min_
                  "segment_backend", "track_backend", "n_points")
 
 
-class MergeError(ValueError):
+class MergeError(DataError):
     """Per-method documents that cannot be merged (other task, other protocol, duplicate method)."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from kubm.evaluation.metrics import latency_stats, wilson_interval
 from kubm.evaluation.rollout import EpisodeResult
+from kubm.errors import DataError
 
 __all__ = [
     "EvalDocumentError",
@@ -40,7 +41,7 @@ STATISTICS = {
 }
 
 
-class EvalDocumentError(ValueError):
+class EvalDocumentError(DataError):
     """An eval.json document does not match src/kubm/schemas/eval.schema.json."""
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from kubm.errors import PerceptionError
 from kubm.evaluation.metrics import centroid_divergence, mean_squared_jerk
 
 __all__ = [
@@ -101,7 +102,7 @@ class OnlinePerception:
         seg = None if obs.seg is None else obs.seg[None]
         mask0 = np.asarray(self.segmenter.segment(obs.rgb[None], prompt, seg=seg))[0].astype(bool)
         if not mask0.any():
-            raise ValueError(f"seed {seed}: the segmenter found no object in the first frame")
+            raise PerceptionError(f"seed {seed}: the segmenter found no object in the first frame")
         queries = ordered_queries(mask0, n=self.n_points, seed=int(seed), erode_px=self.erode_px)
         self.tracker.start(obs.rgb, queries, aux=frame_aux(env, obs))
         # On the query frame the tracks are the queries, all visible (as in the track stage).

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubm.errors import DataError, MissingInput
 from kubm.evaluation.metrics import distinct_wilson_interval
 from kubm.evaluation.report import validate_eval
 
@@ -85,7 +86,7 @@ def build_summary(evals: Sequence[tuple[Path, dict]]) -> dict:
         validate_eval(doc)
         tid = f"{doc['suite']}/{doc['task']}"
         if tid in tasks:
-            raise ValueError(f"{path}: a second eval.json for {tid}")
+            raise DataError(f"{path}: a second eval.json for {tid}")
         ref = doc["methods"].get(REFERENCE)
         tasks[tid] = {
             "eval": str(path),
@@ -173,7 +174,7 @@ def update_readme(readme: Path, summary: dict, source: str) -> None:
     readme = Path(readme)
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no '{README_BEGIN}' ... '{README_END}' block to fill")
+        raise DataError(f"{readme} has no '{README_BEGIN}' ... '{README_END}' block to fill")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     block = (f"{README_BEGIN}\nSuccess % [Wilson 95 %] (training seeds × test episodes), from `{source}`.\n\n"
@@ -230,10 +231,10 @@ def write_summary(eval_paths: Sequence[Path], out_md: Path) -> dict:
     for p in eval_paths:
         p = Path(p)
         if not p.is_file():
-            raise FileNotFoundError(f"{p} does not exist; build it with `snakemake {p}`")
+            raise MissingInput(f"{p} does not exist; build it with `snakemake {p}`")
         evals.append((p, json.loads(p.read_text())))
     if not evals:
-        raise ValueError("no eval.json files given")
+        raise DataError("no eval.json files given")
     summary = build_summary(evals)
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubm.errors import ConfigError
 from kubm.experts.base import Expert
 
 
@@ -58,5 +59,5 @@ assert set(EXPERT_SIMULATORS) == set(EXPERTS)
 
 def make_expert(name: str, params: dict | None = None) -> Expert:
     if name not in EXPERTS:
-        raise ValueError(f"unknown expert {name!r}; known: {', '.join(sorted(EXPERTS))}")
+        raise ConfigError(f"unknown expert {name!r}; known: {', '.join(sorted(EXPERTS))}")
     return EXPERTS[name](params)

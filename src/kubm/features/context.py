@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from kubm.errors import DataError
 
 TYPES = ("none", "color_centroid", "seg_centroid")
 
 
-class ContextError(ValueError):
+class ContextError(DataError):
     """The configured context cannot be extracted; the message names the setting to fix."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from kubm.errors import ModelError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -37,7 +38,7 @@ _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 _CHUNK = 4096  # frames per forward pass in the numpy wrapper (bounds memory)
 
 
-class FlowAEError(ValueError):
+class FlowAEError(ModelError):
     """A flow AE cannot be built, loaded or trained as asked; the message says what to do."""
 
 

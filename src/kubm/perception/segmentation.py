@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from kubm.errors import ConfigError
 from kubm.perception.weights import (
     CheckpointNotFound,
     fetch_command,
@@ -220,7 +221,7 @@ class Sam2Segmenter:
     def __init__(self, model: str = "tiny", image_size: int = 256, checkpoint: str | None = None,
                  device: str = "cpu"):
         if model not in SAM2_CONFIGS:
-            raise ValueError(f"unknown sam2 model {model!r}; one of {sorted(SAM2_CONFIGS)}")
+            raise ConfigError(f"unknown sam2 model {model!r}; one of {sorted(SAM2_CONFIGS)}")
         if not _has_package("sam2"):
             raise BackendUnavailable(
                 "sam2 is not installed: SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation "
@@ -259,7 +260,7 @@ class Sam2Segmenter:
         T, H, W = frames.shape[:3]
         f0 = _check_prompt_frame(prompt, T)
         if prompt.mask is None and prompt.box is None and prompt.points is None:
-            raise ValueError("sam2 needs a mask, box or points prompt (text prompts are sam3 only)")
+            raise ConfigError("sam2 needs a mask, box or points prompt (text prompts are sam3 only)")
         out = np.zeros((T, H, W), bool)
         with tempfile.TemporaryDirectory(prefix="kubm_sam2_") as d, torch.inference_mode(), \
                 warnings.catch_warnings():
@@ -386,7 +387,7 @@ class Sam3Segmenter:
         T, H, W = frames.shape[:3]
         f0 = _check_prompt_frame(prompt, T)
         if not prompt.text:
-            raise ValueError("sam3 needs a text prompt (SegPrompt.text, e.g. 'blue ball'; the task's prompt)")
+            raise ConfigError("sam3 needs a text prompt (SegPrompt.text, e.g. 'blue ball'; the task's prompt)")
         out = np.zeros((T, H, W), bool)
         p = self.predictor
         with tempfile.TemporaryDirectory(prefix="kubm_sam3_") as d:
@@ -449,7 +450,7 @@ def make_segmenter(name: str = "auto", cfg: dict | None = None) -> Segmenter:
     for, what was chosen and why other backends were skipped.
     """
     if name not in BACKENDS:
-        raise ValueError(f"unknown segment backend {name!r}; one of {BACKENDS}")
+        raise ConfigError(f"unknown segment backend {name!r}; one of {BACKENDS}")
     cfg = dict(cfg or {})
     device = _resolve_device(cfg.get("device", "auto"))
     weights = cfg.get("weights") or {}

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sim", "cotracker3", "opencv_lk")
 
 
+from kubm.errors import ConfigError
 from kubm.perception.errors import BackendUnavailable  # noqa: E402  (one class for both stages)
 
 
@@ -224,7 +225,7 @@ def make_tracker(name: str, cfg: dict | None = None) -> PointTracker:
 
         tracker = CoTrackerTracker(**_cotracker_cfg(cfg))
     else:
-        raise ValueError(f"unknown tracker backend {name!r}; allowed: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown tracker backend {name!r}; allowed: {', '.join(BACKENDS)}")
     return tracker
 
 

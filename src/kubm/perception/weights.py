@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from kubm.errors import ModelError, PerceptionError
 
 __all__ = [
     "MODELS",
@@ -83,7 +84,7 @@ ALIASES = {
 }
 
 
-class CheckpointNotFound(FileNotFoundError):
+class CheckpointNotFound(PerceptionError, FileNotFoundError):
     """No checkpoint in any of the places looked at; the message says how to fetch it."""
 
 
@@ -236,7 +237,7 @@ def verify_checkpoint(path: Path) -> str | None:
         return f"unreadable ({type(e).__name__}: {e})"
 
 
-class CheckpointDamaged(ValueError):
+class CheckpointDamaged(ModelError):
     """A checkpoint exists but cannot be read whole (an interrupted download)."""
 
 

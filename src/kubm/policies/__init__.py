@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kubm.errors import MissingInput
 from kubm.policies.features import FeatureError, IncompatibleError, check_compatible
 from kubm.policies.persistence import ModelFileError
 from kubm.policies.act import ActPolicy
@@ -29,14 +30,14 @@ def load_policy(directory, *, task_id: str | None = None, feature_attrs: dict | 
     directory = Path(directory)
     cfg = directory / "config.json"
     if not cfg.is_file():
-        raise FileNotFoundError(f"{directory}: no config.json; not a saved model (run `kubm fit`)")
+        raise MissingInput(f"{directory}: no config.json; not a saved model (run `kubm fit`)")
     try:
         method = json.loads(cfg.read_text()).get("method")
     except (ValueError, UnicodeDecodeError, AttributeError) as e:
         raise ModelFileError(f"{cfg}: not a valid model config ({type(e).__name__}: {e}); delete {directory} "
                              "and rerun its fit (`kubm fit` / snakemake), or `dvc pull` it again") from e
     if method not in METHODS:
-        raise ValueError(f"{directory}: unknown method {method!r}; known methods: {sorted(METHODS)}")
+        raise ModelFileError(f"{directory}: unknown method {method!r}; known methods: {sorted(METHODS)}")
     policy = METHODS[method].load(directory)
     if task_id is not None or feature_attrs is not None:
         check_compatible(policy, feature_attrs, task_id)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kubm.storage.episode_store import EpisodeStore
+from kubm.errors import ConfigError, DataError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ ARRAYS = ("flow", "qpos", "action", "context")
 RECORDED_ATTRS = ("suite", "task", "d_q", "d_flow", "d_c", "width", "height", "config_hash", "ae")
 
 
-class FeatureError(ValueError):
+class FeatureError(DataError):
     """A feature store cannot be used for training (inconsistent dims, non-finite values, ...)."""
 
 
-class IncompatibleError(ValueError):
+class IncompatibleError(ModelError):
     """A model does not fit the features or the task it is asked to work on."""
 
 
@@ -270,7 +271,7 @@ def config_from_dict(cls, d: dict, what: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown {what} config key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"unknown {what} config key(s) {unknown}; known: {sorted(known)}")
     return cls(**d)
 
 

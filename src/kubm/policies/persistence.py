@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from kubm.errors import MissingInput, ModelError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ModelError):
     """A saved model's file is unreadable (truncated, corrupt, not a model); the message
     names the file and how to rebuild it."""
 
@@ -70,13 +71,13 @@ def read_policy(directory, method: str, fmt: int, label: str) -> tuple[Path, dic
     cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
     for p in (cfg_path, w_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{directory}: no {p.name}; not a saved {label} model "
+            raise MissingInput(f"{directory}: no {p.name}; not a saved {label} model "
                                     f"(run `kubm fit ... --method {method}`)")
     meta = read_config(directory)
     if meta.get("method") != method:
-        raise ValueError(f"{directory}: config.json method is {meta.get('method')!r}, not {method!r}")
+        raise ModelFileError(f"{directory}: config.json method is {meta.get('method')!r}, not {method!r}")
     if meta.get("format") != fmt:
-        raise ValueError(f"{directory}: model format {meta.get('format')!r}, this code reads {fmt}")
+        raise ModelFileError(f"{directory}: model format {meta.get('format')!r}, this code reads {fmt}")
     return directory, meta, w_path
 
 
@@ -88,7 +89,7 @@ def load_torch_state(model, w_path: Path, directory) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{directory}: weights do not match config.json ({e})") from e
+        raise ModelFileError(f"{directory}: weights do not match config.json ({e})") from e
 
 
 def load_arrays(w_path: Path, directory, required) -> dict:
@@ -98,7 +99,7 @@ def load_arrays(w_path: Path, directory, required) -> dict:
     arrays = _load_safetensors(w_path, directory, load_file)
     missing = [k for k in required if k not in arrays]
     if missing:
-        raise ValueError(f"{directory}: {WEIGHTS} lacks {missing}")
+        raise ModelFileError(f"{directory}: {WEIGHTS} lacks {missing}")
     return arrays
 
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from kubm.errors import ConfigError
 from kubm.sim.base import CameraSpec, Observation, SimulatorError
 
 # MuJoCo picks its GL backend when it is first imported; EGL works headless with Mesa.
@@ -87,7 +88,7 @@ class AdroitEnv:
         frame_skip: int = 5,
     ):
         if task not in TASKS:
-            raise ValueError(f"unknown adroit task {task!r}; allowed: {', '.join(TASKS)}")
+            raise ConfigError(f"unknown adroit task {task!r}; allowed: {', '.join(TASKS)}")
         self.task = task
         self.horizon = int(horizon or DEFAULT_HORIZON[task])
         self.frame_skip = int(frame_skip)
@@ -125,7 +126,7 @@ class AdroitEnv:
             cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam.name)
             if cid < 0:
                 names = [m.camera(i).name for i in range(m.ncam)]
-                raise ValueError(f"camera {cam.name!r} not in the {self.task} scene; allowed: {names}")
+                raise ConfigError(f"camera {cam.name!r} not in the {self.task} scene; allowed: {names}")
             self._cam_id = cid
             return replace(cam, position=None, lookat=None, fovy_deg=float(m.cam_fovy[cid]))
         self._cam_id = -1
@@ -179,7 +180,7 @@ class AdroitEnv:
         m.vis.quality.offsamples = 0  # no MSAA: 10-20x faster on llvmpipe
         h, w = self.camera.height, self.camera.width
         if w > m.vis.global_.offwidth or h > m.vis.global_.offheight:
-            raise ValueError(f"{w}x{h} exceeds the offscreen buffer {m.vis.global_.offwidth}x{m.vis.global_.offheight}")
+            raise ConfigError(f"{w}x{h} exceeds the offscreen buffer {m.vis.global_.offwidth}x{m.vis.global_.offheight}")
         try:
             self._gl = mujoco.GLContext(w, h)
             self._gl.make_current()

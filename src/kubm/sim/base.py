@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from kubm.errors import SimError
 
 
-class SimulatorError(RuntimeError):
+class SimulatorError(SimError):
     """The simulator or its renderer cannot start; the message says what to install."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from kubm.errors import ConfigError
 from kubm.sim.base import CameraSpec, ManipulationEnv
 
 SUITES = ("adroit", "dexart")
@@ -16,7 +17,7 @@ def _camera(cfg: dict | CameraSpec | None) -> CameraSpec:
     cfg = dict(cfg or {})
     unknown = set(cfg) - {f.name for f in fields(CameraSpec)}
     if unknown:
-        raise ValueError(f"unknown camera keys {sorted(unknown)}; allowed: {[f.name for f in fields(CameraSpec)]}")
+        raise ConfigError(f"unknown camera keys {sorted(unknown)}; allowed: {[f.name for f in fields(CameraSpec)]}")
     for key in ("position", "lookat"):  # YAML gives lists; CameraSpec is frozen/hashable
         if cfg.get(key) is not None:
             cfg[key] = tuple(float(v) for v in cfg[key])
@@ -29,7 +30,7 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
     task_cfg = task_cfg or {}
     if suite == "adroit":
         if task not in ADROIT_TASKS:
-            raise ValueError(f"unknown adroit task {task!r}; allowed: {', '.join(ADROIT_TASKS)}")
+            raise ConfigError(f"unknown adroit task {task!r}; allowed: {', '.join(ADROIT_TASKS)}")
         from kubm.sim.adroit import AdroitEnv  # imports MuJoCo (and picks its GL backend)
 
         kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip") if task_cfg.get(k) is not None}
@@ -39,10 +40,10 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
         from kubm.sim.dexart.tasks import TASKS as DEXART_TASKS
 
         if task not in DEXART_TASKS:
-            raise ValueError(f"unknown dexart task {task!r}; allowed: {', '.join(DEXART_TASKS)}")
+            raise ConfigError(f"unknown dexart task {task!r}; allowed: {', '.join(DEXART_TASKS)}")
         from kubm.sim.dexart.env import DexArtEnv  # imports SAPIEN
 
         kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip", "assets_dir", "instances") if task_cfg.get(k) is not None}
         camera = _camera(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return DexArtEnv(task, camera=camera, render=render, **kwargs)
-    raise ValueError(f"unknown suite {suite!r}; allowed: {', '.join(SUITES)}")
+    raise ConfigError(f"unknown suite {suite!r}; allowed: {', '.join(SUITES)}")

@@ -21,13 +21,14 @@ from kubm.experts.base import Expert
 from kubm.provenance import git_revision, package_versions
 from kubm.sim.base import CameraSpec, ManipulationEnv
 from kubm.storage.episode_store import ArraySpec, EpisodeWriter
+from kubm.errors import StageError
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "collect"
 
 
-class CollectError(RuntimeError):
+class CollectError(StageError, RuntimeError):
     """collect could not produce the requested demos; the message says why and what to change."""
 
 

@@ -29,13 +29,14 @@ from kubm.evaluation.report import STATISTICS, method_summary, plot_flow_error, 
 from kubm.evaluation.rollout import EpisodeResult, OnlinePerception, make_runner, run_episode
 from kubm.provenance import git_revision, package_versions
 from kubm.storage.episode_store import EpisodeStore
+from kubm.errors import StageError
 
 log = logging.getLogger(__name__)
 
 FEATURES_PRODUCER = "encode"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(StageError):
     """The evaluation cannot run; the message says what is missing and how to fix it."""
 
 

@@ -43,13 +43,14 @@ from kubm.policies.kubm import (
 from kubm.policies.kubm.fitting_kubm import fit_features
 from kubm.provenance import git_revision, package_versions
 from kubm.storage.atomic import atomic_dir
+from kubm.errors import StageError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FitDiverged", "FitError", "fit", "load_flow_ae", "METHODS"]
 
 
-class FitError(ValueError):
+class FitError(StageError):
     """The fit stage cannot run on its inputs (unknown method, mismatched stores, no AE)."""
 
 

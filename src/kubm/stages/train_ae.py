@@ -32,6 +32,8 @@ TRACKS_PRODUCER = "track"
 class TrainDiverged(FlowAEError):
     """The loss became NaN/inf; nothing was saved."""
 
+    exit_code = 1  # the inputs were fine; the optimisation failed (the CLI exits 1, not 2)
+
 
 def load_tracks(path: Path) -> tuple[np.ndarray, np.ndarray, EpisodeStore]:
     """(points [M,N,2] float32 px, visible [M,N] bool, store), checked for shape and finite values."""

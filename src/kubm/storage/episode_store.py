@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
+from kubm.errors import DataError
 
 FORMAT_VERSION = 1
 FRAME_CHUNK = 32  # rows per inner chunk of a sharded (big) array
@@ -32,7 +33,7 @@ _META_CHUNK = 4096
 _RESERVED = ("kubm_format", "producer", "complete")
 
 
-class StoreError(RuntimeError):
+class StoreError(DataError, RuntimeError):
     """A store is missing, partial, incompatible or corrupt, or a write was invalid."""
 
 

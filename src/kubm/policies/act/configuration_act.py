@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubm.policies.features import config_from_dict
+from kubm.errors import ConfigError
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ActConfig:
         if self.val_demos < 0 or self.val_every < 0:
             problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
         if problems:
-            raise ValueError("invalid ACT config: " + "; ".join(problems))
+            raise ConfigError("invalid ACT config: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ActConfig:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubm.policies.features import config_from_dict
+from kubm.errors import ConfigError
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -82,7 +83,7 @@ class DiffusionConfig:
         if self.lr_warmup_steps < 0:
             problems.append(f"lr_warmup_steps={self.lr_warmup_steps} must be >= 0")
         if problems:
-            raise ValueError("invalid Diffusion Policy config: " + "; ".join(problems))
+            raise ConfigError("invalid Diffusion Policy config: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubm.policies.features import config_from_dict
+from kubm.errors import ConfigError
 
 NORMALIZE = ("standard", "scale", "none")
 
@@ -51,7 +52,7 @@ class KodexConfig:
         if self.max_lift_dims < 1:
             problems.append(f"max_lift_dims={self.max_lift_dims} must be >= 1")
         if problems:
-            raise ValueError("invalid KODex config: " + "; ".join(problems))
+            raise ConfigError("invalid KODex config: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KodexConfig:

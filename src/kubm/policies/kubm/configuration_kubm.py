@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubm.errors import ConfigError
+
 ACTIVATIONS = ("tanh", "gelu")
 # How ξ is normalised before it becomes the state block of z (see modeling_kubm):
 #   standard: (ξ − mean) / std   (the default)
@@ -94,14 +96,14 @@ class KubmConfig:
         if not 0 < self.calib_quantile <= 100:
             problems.append(f"calib_quantile={self.calib_quantile} must be in (0, 100]")
         if problems:
-            raise ValueError("invalid K-UBM config: " + "; ".join(problems))
+            raise ConfigError("invalid K-UBM config: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KubmConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown K-UBM config key(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown K-UBM config key(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

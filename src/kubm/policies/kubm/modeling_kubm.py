@@ -37,13 +37,16 @@ from torch import nn
 from kubm.policies.persistence import load_torch_state, read_policy, write_policy
 from kubm.policies.features import RECORDED_ATTRS, decoded_centroids, make_xi
 from kubm.policies.kubm.configuration_kubm import KubmConfig
+from kubm.errors import PolicyError
 
 METHOD = "kubm"
 FORMAT_VERSION = 1
 
 
-class FitDiverged(RuntimeError):
+class FitDiverged(PolicyError):
     """Training produced a non-finite loss or an exploding K; nothing was saved."""
+
+    exit_code = 1  # the inputs were fine; the optimisation failed (the CLI exits 1, not 2)
 
     def __init__(self, seed: int | None, iteration: int, reason: str):
         self.seed, self.iteration, self.reason = seed, iteration, reason

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubm.policies.features import config_from_dict
+from kubm.errors import ConfigError
 
 
 @dataclass
@@ -18,7 +19,7 @@ class RegressionConfig:
 
     def __post_init__(self) -> None:
         if not self.ridge >= 0:
-            raise ValueError(f"invalid regression config: ridge={self.ridge} must be >= 0")
+            raise ConfigError(f"invalid regression config: ridge={self.ridge} must be >= 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RegressionConfig:

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from kubm.errors import ConfigError, SimError
 from kubm.sim.base import CameraSpec, Observation, SimulatorError
 from kubm.sim.dexart import robot as R
 from kubm.sim.dexart import tasks as T
@@ -105,18 +106,18 @@ class DexArtEnv:
         frame_skip: int = FRAME_SKIP,
     ):
         if task not in T.TASKS:
-            raise ValueError(f"unknown dexart task {task!r}; allowed: {', '.join(T.TASKS)}")
+            raise ConfigError(f"unknown dexart task {task!r}; allowed: {', '.join(T.TASKS)}")
         self._assets = None
         if assets_dir is not None:
             from kubm.sim.dexart import assets as A
 
             if task not in A.ASSET_TASKS:
-                raise NotImplementedError(
+                raise SimError(
                     f"dexart assets_dir (PartNet-Mobility objects) supports {', '.join(A.ASSET_TASKS)} only, not {task!r}"
                 )
             self._assets = A.PartNetAssets(task, assets_dir, instances)  # names any missing file
         elif instances is not None:
-            raise ValueError("instances selects PartNet-Mobility objects and needs assets_dir")
+            raise ConfigError("instances selects PartNet-Mobility objects and needs assets_dir")
         self.task = task
         self.spec = T.SPECS[task]
         self.horizon = int(horizon or DEFAULT_HORIZON)
@@ -148,7 +149,7 @@ class DexArtEnv:
     def _resolve_camera(self, cam: CameraSpec) -> CameraSpec:
         if cam.name is not None:
             if cam.name != "default":
-                raise ValueError(f"camera {cam.name!r} not in the dexart {self.task} scene; allowed: ['default']")
+                raise ConfigError(f"camera {cam.name!r} not in the dexart {self.task} scene; allowed: ['default']")
             cam = replace(cam, name=None, position=None, lookat=None)
         if cam.position is None:
             cam = replace(cam, **T.DEFAULT_CAMERAS[self.task])
