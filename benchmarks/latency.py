@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kubm.config import METHOD_NAMES
+from kubm.config import method_names
 from kubm.evaluation.rollout import make_runner
 from kubm.policies import load_policy
 from kubm.policies.features import load_features
@@ -53,7 +53,7 @@ def time_episode(policy, ep) -> float:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", required=True, help="suite/task, e.g. dexart/bucket")
-    ap.add_argument("--methods", nargs="+", default=list(METHOD_NAMES))
+    ap.add_argument("--methods", nargs="+", default=list(method_names()))
     ap.add_argument("--models", type=Path, default=Path("models"), help="models root")
     ap.add_argument("--features", type=Path, default=None, help="test feature store (default data/<task>/features/test.zarr)")
     ap.add_argument("--episodes", type=int, default=10)

@@ -9,7 +9,8 @@ from test_diffusion import D_C, D_FLOW, D_Q, tiny_episodes
 from test_fit import StandInAE, write_features
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
-from kubm.policies import METHODS, IncompatibleError, load_policy
+from kubm.policies.registry import policy_class
+from kubm.policies import IncompatibleError, load_policy
 from kubm.policies.act import ActConfig, ActModel, ActPolicy, train_act
 from kubm.policies.features import ChunkData
 from kubm.stages.fit import fit
@@ -93,7 +94,7 @@ def test_overfits_tiny_dataset_and_ensembles(tmp_path):
     policy.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["method"] == "act" and meta["config"]["chunk_size"] == 4 and meta["d_c"] == D_C
-    assert METHODS["act"] is ActPolicy
+    assert policy_class("act") is ActPolicy
     for loaded in (ActPolicy.load(tmp_path / "m"), load_policy(tmp_path / "m")):
         assert np.array_equal(run(loaded), got)
     with pytest.raises(IncompatibleError, match=r"d_c=0 \(model: 1\)"):

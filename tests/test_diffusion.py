@@ -8,7 +8,8 @@ import torch
 from test_fit import StandInAE, write_features
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
-from kubm.policies import METHODS, IncompatibleError, load_policy
+from kubm.policies.registry import policy_class
+from kubm.policies import IncompatibleError, load_policy
 from kubm.policies.diffusion import ConditionalUnet1D, DiffusionConfig, DiffusionModel, DiffusionPolicy, train_diffusion
 from kubm.policies.features import ChunkData, Episode
 from kubm.stages.fit import fit
@@ -92,7 +93,7 @@ def test_overfits_tiny_dataset_and_acts(tmp_path):
     policy.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["method"] == "diffusion" and meta["d_flow"] == D_FLOW and meta["config"]["horizon"] == 4
-    assert METHODS["diffusion"] is DiffusionPolicy
+    assert policy_class("diffusion") is DiffusionPolicy
     for loaded in (DiffusionPolicy.load(tmp_path / "m"), load_policy(tmp_path / "m")):
         loaded.reset()
         again = np.stack([loaded.act({"t": t, "qpos": ep.qpos[t], "flow": ep.flow[t], "context": ep.context})

@@ -8,9 +8,10 @@ import torch
 from test_fit import AE_SHA, StandInAE, write_features
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
-from kubm.policies import METHODS, IncompatibleError, check_compatible, load_policy
+from kubm.policies.registry import policy_class
+from kubm.policies import IncompatibleError, check_compatible, load_policy
 from kubm.policies.kodex import KodexConfig, KodexPolicy, PolynomialLift
-from kubm.policies.kubm import calibrate_replan_threshold
+from kubm.policies.koopman import calibrate_replan_threshold
 from kubm.stages.fit import fit
 from kubm.storage.episode_store import EpisodeStore
 
@@ -133,10 +134,6 @@ def test_plan_replan_and_clipping():
     assert np.array_equal(re.actions, want.actions)
     with pytest.raises(ValueError, match="flow has 4 values, the model expects 6"):
         policy.plan(qpos0, np.zeros(4), ctx, 5)
-    with pytest.raises(ValueError, match="no replan_threshold_px"):
-        policy.diverged([0, 0], [1, 1])
-    policy.replan_threshold_px = 1.0
-    assert policy.diverged([0, 0], [1, 1]) and not policy.diverged([0, 0], [0.5, 0.5])
 
 
 def test_calibration_reuses_kubm_procedure():
@@ -164,7 +161,7 @@ def test_save_load_identical_and_registered(tmp_path):
     assert meta["method"] == "kodex" and meta["format"] == 1 and meta["seed"] == 3 and meta["task"] == "adroit/relocate"
     assert (meta["d_q"], meta["d_flow"], meta["d_c"], meta["d_z"]) == (D_Q, D_FLOW, D_C, policy.d_z)
     assert "other" not in meta["features"] and meta["config"]["pca_components"] == 5
-    assert METHODS["kodex"] is KodexPolicy
+    assert policy_class("kodex") is KodexPolicy
     for loaded in (KodexPolicy.load(tmp_path / "m"), load_policy(tmp_path / "m")):
         got = loaded.plan(*args)
         assert np.array_equal(got.actions, want.actions) and np.array_equal(got.flow, want.flow)

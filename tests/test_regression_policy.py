@@ -7,7 +7,8 @@ import pytest
 from test_fit import StandInAE, write_features
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
-from kubm.policies import METHODS, IncompatibleError, load_policy
+from kubm.policies.registry import policy_class
+from kubm.policies import IncompatibleError, load_policy
 from kubm.policies.features import make_xi
 from kubm.policies.regression import RegressionConfig, RegressionPolicy
 from kubm.stages.fit import fit
@@ -82,7 +83,7 @@ def test_save_load_and_config(tmp_path):
     policy.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["method"] == "regression" and meta["seed"] == 2 and meta["config"] == {"ridge": 0.01}
-    assert METHODS["regression"] is RegressionPolicy
+    assert policy_class("regression") is RegressionPolicy
     for loaded in (RegressionPolicy.load(tmp_path / "m"), load_policy(tmp_path / "m")):
         assert np.array_equal(loaded.plan(*obs[1], 20).actions, want.actions)
     with pytest.raises(IncompatibleError, match=r"d_q=30 \(model: 2\)"):

@@ -25,9 +25,8 @@ from kubm.errors import ConfigError
 
 SPLITS = ("train", "test")
 DEFAULT_CONFIG = Path("config/config.yaml")
-# Methods a task may list (`methods:`); kubm.policies.METHODS holds their code (a test keeps
-# the two in step). Cheap ones run by default; config/study.yaml adds the rest.
-METHOD_NAMES = ("kubm", "kodex", "regression", "diffusion", "act")
+# Methods a task may list (`methods:`) come from kubm.policies.registry (method_names()).
+# Cheap ones run by default; config/study.yaml adds the rest.
 DEFAULT_METHODS = ("kubm", "kodex", "regression")
 
 
@@ -37,7 +36,26 @@ def _schema_text() -> str:
 
 
 def schema() -> dict:
-    return yaml.safe_load(_schema_text())
+    """The config schema, with the method list of the registry wherever the YAML says
+    ``x-kubm-methods`` (so a new method needs no schema edit)."""
+    from kubm.policies.registry import method_names
+
+    names = list(method_names())
+
+    def fill(node):
+        if isinstance(node, dict):
+            if node.get("x-kubm-methods"):
+                return {"enum": names}
+            return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        return node
+
+    sch = fill(yaml.safe_load(_schema_text()))
+    fit = sch["properties"]["fit"]["properties"]
+    for m in names:  # a method without schema keys: its config class checks them
+        fit.setdefault(m, {"type": "object", "default": {}})
+    return sch
 
 
 def _is_integer(checker, x) -> bool:
@@ -116,6 +134,25 @@ def _format_error(err: jsonschema.ValidationError) -> str:
     return f"config key {key}: {err.message}"
 
 
+def method_names() -> tuple[str, ...]:
+    """Every method a task may list (the registry's)."""
+    from kubm.policies.registry import method_names as names
+
+    return names()
+
+
+def _method_keys(sch: dict, method: str) -> set[str]:
+    """The keys fit.<method> may hold: the schema's, else the config class's fields."""
+    props = sch["properties"]["fit"]["properties"].get(method, {}).get("properties")
+    if props:
+        return set(props)
+    import dataclasses
+
+    from kubm.policies.registry import config_class
+
+    return {f.name for f in dataclasses.fields(config_class(method))}
+
+
 def validate(config: dict) -> dict:
     """Schema check with defaults filled in, then the cross-key checks. Returns a new dict."""
     if not isinstance(config, dict):
@@ -125,7 +162,7 @@ def validate(config: dict) -> dict:
     errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
-    fit_keys = {m: set(sch["properties"]["fit"]["properties"].get(m, {}).get("properties", {})) for m in METHOD_NAMES}
+    fit_keys = {m: _method_keys(sch, m) for m in method_names()}
     for suite, task in all_tasks(config):
         t = resolve_task(config, suite, task)  # raises on missing or inconsistent settings
         for method, over in (t.settings.get("method_params") or {}).items():
@@ -290,8 +327,8 @@ def method_seeds(config: dict, method: str) -> range:
 
 def method_config(config: dict, suite: str, task: str, method: str) -> dict:
     """fit.<method> with the task's `method_params.<method>` overrides on top."""
-    if method not in METHOD_NAMES:
-        raise ConfigError(f"unknown method {method!r}; valid methods: {list(METHOD_NAMES)}")
+    if method not in method_names():
+        raise ConfigError(f"unknown method {method!r}; valid methods: {list(method_names())}")
     over = (resolve_task(config, suite, task).settings.get("method_params") or {}).get(method, {})
     return deep_merge(config.get("fit", {}).get(method, {}), over)
 

@@ -35,7 +35,7 @@ wildcard_constraints:
     task="|".join(TASKS),
     split="train|test",
     seed=r"\d+",
-    method="|".join(kcfg.METHOD_NAMES),
+    method="|".join(kcfg.method_names()),
 
 
 def fit_seeds(method):

@@ -11,11 +11,12 @@ import time
 import numpy as np
 import torch
 
-from kubm.policies.act.modeling_act import ActModel
+from kubm.policies.act.modeling_act import ActModel, ActPolicy
+from kubm.policies.chunk_fitting import fit_chunk_policy
 from kubm.policies.features import ChunkData, chunk_errors
 from kubm.policies.training import budget_reached, chunk_curves, plateau, record_validation, validation_due
 
-__all__ = ["predicted_chunk_errors", "train_act"]
+__all__ = ["fit", "predicted_chunk_errors", "train_act"]
 
 
 def predicted_chunk_errors(model: ActModel, data: ChunkData, mean_action: np.ndarray, max_windows: int = 64) -> dict:
@@ -80,3 +81,9 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
     model.eval()
     curves["plateau"] = plateau(curves["loss"])
     return curves
+
+
+def fit(cfg, inputs, out):
+    """ACT on a task's features (the flow AE is not used)."""
+    return fit_chunk_policy("act", cfg, inputs, out, model_cls=ActModel, policy_cls=ActPolicy, train_fn=train_act,
+                            chunk_errors_fn=predicted_chunk_errors)

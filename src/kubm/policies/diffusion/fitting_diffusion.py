@@ -27,7 +27,8 @@ import time
 import numpy as np
 import torch
 
-from kubm.policies.diffusion.modeling_diffusion import DiffusionModel, make_schedulers
+from kubm.policies.chunk_fitting import fit_chunk_policy
+from kubm.policies.diffusion.modeling_diffusion import DiffusionModel, DiffusionPolicy, make_schedulers
 from kubm.policies.features import ChunkData, chunk_errors
 from kubm.policies.training import (
     budget_reached,
@@ -38,7 +39,7 @@ from kubm.policies.training import (
     warmup_cosine,
 )
 
-__all__ = ["EMA", "denoising_errors", "sampled_chunk_errors", "train_diffusion"]
+__all__ = ["EMA", "denoising_errors", "fit", "sampled_chunk_errors", "train_diffusion"]
 
 VAL_SAMPLING_SEED = 0  # noise of the validation samples: the same at every check
 
@@ -173,3 +174,11 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
     model.eval()
     curves["plateau"] = plateau(curves["loss"])
     return curves
+
+
+def fit(cfg, inputs, out):
+    """Diffusion Policy on a task's features (the flow AE is not used)."""
+    return fit_chunk_policy("diffusion", cfg, inputs, out, model_cls=DiffusionModel, policy_cls=DiffusionPolicy,
+                            train_fn=train_diffusion, chunk_errors_fn=sampled_chunk_errors,
+                            extra_diagnostics=lambda model, data, seed: {
+                                "eps_mse_by_step": denoising_errors(model, data, seed=seed)})

@@ -1,4 +1,4 @@
-"""KODex baseline: EDMD with a fixed polynomial lift of the same ξ as K-UBM (DESIGN.md §1).
+"""KODex baseline: EDMD with a fixed polynomial lift of the same ξ as K-UBM (docs/design.md, "Baselines").
 
 Lift (numpy, :class:`PolynomialLift`), state-inclusive so ξ is read straight out of z::
 
@@ -18,8 +18,8 @@ sequence (ξ_{-1} = [qpos_0; s·φ_0; s·c] prepended, as for K-UBM), with G = [
 
 Planner: identical to K-UBM's: lift ξ_{-1}, read a_k, φ_k from K^{k+1} z_0, clip actions to
 the training action limits; ``replan`` lifts [last planned action; s·φ_obs; s·c];
-``diverged`` compares point centroids against the threshold calibrated on training data
-by ``kubm.policies.kubm.calibrate_replan_threshold`` (the same procedure as K-UBM).
+the replanning threshold is calibrated on training data by
+``kubm.policies.koopman.calibrate_replan_threshold`` (the same procedure as K-UBM).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubm.policies.base import Plan
 from kubm.policies.persistence import load_arrays, read_policy, write_policy
 from kubm.policies.features import (
     block_statistics,
@@ -39,7 +40,6 @@ from kubm.policies.features import (
     recorded_feature_attrs,
 )
 from kubm.policies.kodex.configuration_kodex import KodexConfig
-from kubm.policies.kubm.modeling_kubm import Plan
 
 METHOD = "kodex"
 FORMAT_VERSION = 1
@@ -124,7 +124,7 @@ def fit_edmd(lift: PolynomialLift, sequences: list[np.ndarray], ridge: float) ->
 
 
 class KodexPolicy:
-    """A fitted EDMD model: plan / replan / diverged like K-UBM; save / load (safetensors + JSON)."""
+    """A fitted EDMD model: plan / replan like K-UBM; save / load (safetensors + JSON)."""
 
     method = METHOD
 
@@ -211,12 +211,6 @@ class KodexPolicy:
     def replan(self, last_action, flow_obs, context=None, T: int = 200) -> Plan:
         """New plan from [last planned action ; s·observed φ ; s·c] (not the measured qpos)."""
         return self.rollout(self.lift(last_action, flow_obs, context), int(T))
-
-    def diverged(self, observed_centroid_px, predicted_centroid_px) -> bool:
-        if self.replan_threshold_px is None:
-            raise ValueError("this model has no replan_threshold_px (fit ran without a flow AE)")
-        d = np.linalg.norm(np.asarray(observed_centroid_px, float) - np.asarray(predicted_centroid_px, float))
-        return bool(d > self.replan_threshold_px)
 
     def eigenvalues(self) -> np.ndarray:
         return np.linalg.eigvals(self.K)

@@ -1,16 +1,7 @@
-"""K-UBM: Koopman Unified Behavioural Models (DESIGN.md §1)."""
+"""K-UBM: Koopman Unified Behavioural Models (docs/design.md, "The method")."""
 
 from kubm.policies.kubm.configuration_kubm import KubmConfig
-from kubm.policies.kubm.modeling_kubm import (
-    FitDiverged,
-    KubmModel,
-    KubmPolicy,
-    Plan,
-    calibrate_replan_threshold,
-    openloop_errors,
-    save_atomic,
-)
-from kubm.policies.kubm.fitting_kubm import plateau, train_kubm
+from kubm.policies.kubm.fitting_kubm import fit, plateau, train_kubm
+from kubm.policies.kubm.modeling_kubm import KubmModel, KubmPolicy
 
-__all__ = ["FitDiverged", "KubmConfig", "KubmModel", "KubmPolicy", "Plan", "calibrate_replan_threshold",
-           "openloop_errors", "plateau", "save_atomic", "train_kubm"]
+__all__ = ["KubmConfig", "KubmModel", "KubmPolicy", "fit", "plateau", "train_kubm"]

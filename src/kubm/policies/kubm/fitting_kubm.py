@@ -15,7 +15,10 @@ coherence loss is the special case ``trajectory_weight = 0``, ``horizon = 20``,
 
 Dynamics (``config.dynamics``):
 
-- ``"modal"`` (default): K = P · blockdiag(r_i R(θ_i)) · P⁻¹ with r_i = r_max·exp(−exp(ν_i))
+- ``"readout"`` (default): the lifted block evolves as x' = D x with D =
+  blockdiag(r_i R(θ_i)), r_i < 1, and ξ is read out as C x (C re-solved in closed form
+  every ``resolve_every`` iterations): stable by construction, no P⁻¹ (``ReadoutDynamics``).
+- ``"modal"``: K = P · blockdiag(r_i R(θ_i)) · P⁻¹ with r_i = r_max·exp(−exp(ν_i))
   < 1, so ρ(K) = max r_i < 1 by construction, at every iteration. K^t z for every t at
   once in closed form (λ_i^t = r_i^t e^{i t θ_i}), so a 250-step rollout costs one matmul.
   P starts at the identity, r at r_init and θ spread over [0, theta_init_max], so K starts
@@ -33,19 +36,23 @@ the same model bit for bit. ``time_budget_s`` is an optional extra cap (null by 
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from kubm.policies.base import FitDiverged, FitInputs, check_reload_plan, provenance, write_json
 from kubm.policies.features import action_limits, compute_scale, training_sequences
+from kubm.policies.koopman import koopman_diagnostics, openloop_errors, set_replan_threshold
 from kubm.policies.kubm.configuration_kubm import KubmConfig
-from kubm.policies.kubm.modeling_kubm import FitDiverged, KubmModel
+from kubm.policies.kubm.modeling_kubm import KubmModel, KubmPolicy
 from kubm.policies.training import plateau
 
-__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "fit_features", "make_dynamics", "kubm_loss", "plateau",
+__all__ = ["ReadoutDynamics", "ModalDynamics", "DenseDynamics", "fit", "fit_features", "make_dynamics", "kubm_loss", "plateau",
            "train_kubm"]
 
 
@@ -445,3 +452,52 @@ def fit_features(cfg: KubmConfig, features, seed: int, *, progress: bool = False
     return model, curves, s, time.perf_counter() - t0
 
 
+def _plot_loss(curves: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogy(curves["iteration"], curves["loss"], lw=0.8, label="total")
+    for key in ("trajectory", "windows"):
+        if any(v is not None for v in curves.get(key, [])):
+            ax.semilogy(curves["iteration"], curves[key], lw=0.6, alpha=0.7, label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    fall = (curves.get("plateau") or {}).get("relative_fall")
+    tail = "" if fall is None else f", last fifth −{100 * fall:.1f} %"
+    ax.set_title(f"K-UBM training ({curves['time_s'][-1]:.0f} s{tail})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def fit(cfg: KubmConfig, inputs: FitInputs, out: Path) -> dict:
+    """Train, calibrate the replanning threshold, save into ``out`` and write the curves,
+    plots and diagnostics beside the model. Returns the fit summary."""
+    train, seed = inputs.train, inputs.seed
+    model, curves, s, train_s = fit_features(cfg, train, seed, progress=inputs.progress,
+                                             desc=f"fit kubm {inputs.task_id} seed{seed}")
+    policy = KubmPolicy(model, task_id=inputs.task_id, config_hash=inputs.config_hash, feature_attrs=train.attrs,
+                        seed=seed, extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
+                                                      "final_loss": curves["loss"][-1], "stopped": curves["stopped"],
+                                                      "plateau": curves["plateau"],
+                                                      "n_train_demos": len(train.episodes)},
+                                          **provenance()})
+    calib = set_replan_threshold(policy, train.episodes, inputs.ae)
+    policy.save(out)
+    check_reload_plan(policy, out, inputs.test)
+    (out / "curves.json").write_text(json.dumps(curves))
+    _plot_loss(curves, out / "loss.png")
+    diag = koopman_diagnostics(policy, inputs, out)
+    write_json(out / "diagnostics.json", {
+        **diag, "replan_calibration": calib, "scale_s": s, "final_loss": curves["loss"][-1],
+        "iterations": len(curves["loss"]), "train_wall_s": round(train_s, 2), "stopped": curves["stopped"],
+        "plateau": curves["plateau"], "max_rho_during_training": max(curves["rho"]),
+        "openloop_train": openloop_errors(policy, train.episodes, None)})
+    return {"method": "kubm", "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],
+            "train_wall_s": round(train_s, 2), "spectral_radius": diag["spectral_radius"], "scale_s": s,
+            "replan_threshold_px": policy.replan_threshold_px,
+            "openloop_action_rms_rad": diag["openloop_test"]["action_rms_rad_overall"]}

@@ -1,4 +1,4 @@
-"""K-UBM: Koopman Unified Behavioural Model (DESIGN.md §1).
+"""K-UBM: Koopman Unified Behavioural Model (docs/design.md, "The method").
 
 Model (torch, :class:`KubmModel`)::
 
@@ -20,39 +20,25 @@ the dense K used here.
 
 Policy (numpy, :class:`KubmPolicy`): ``plan`` lifts ξ_{-1} = [qpos_0; s·φ_0; s·c] and
 reads a_k, φ_k from K^{k+1} z_0 (k = 0..T−1); ``replan`` lifts [last planned action;
-s·φ_obs; s·c] the same way (not the measured qpos: DESIGN §1). Rollouts run in float64.
+s·φ_obs; s·c] the same way (not the measured qpos: docs/design.md, "Replanning"). Rollouts run in float64.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from kubm.policies.base import Plan
+from kubm.policies.features import RECORDED_ATTRS, make_xi
 from kubm.policies.persistence import load_torch_state, read_policy, write_policy
-from kubm.policies.features import RECORDED_ATTRS, decoded_centroids, make_xi
 from kubm.policies.kubm.configuration_kubm import KubmConfig
-from kubm.errors import PolicyError
 
 METHOD = "kubm"
 FORMAT_VERSION = 1
-
-
-class FitDiverged(PolicyError):
-    """Training produced a non-finite loss or an exploding K; nothing was saved."""
-
-    exit_code = 1  # the inputs were fine; the optimisation failed (the CLI exits 1, not 2)
-
-    def __init__(self, seed: int | None, iteration: int, reason: str):
-        self.seed, self.iteration, self.reason = seed, iteration, reason
-        super().__init__(f"K-UBM fit diverged (seed {seed}, iteration {iteration}): {reason}. "
-                         "No model was saved. Lower fit.kubm.lr_K / lr_g or clip_K, or use "
-                         "fit.kubm.dynamics: modal (stable by construction).")
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,12 +131,6 @@ class KubmModel(nn.Module):
 # numpy-facing policy
 # ---------------------------------------------------------------------------------------
 
-@dataclass
-class Plan:
-    actions: np.ndarray  # (T, d_q) joint-position targets a_0 … a_{T-1}, clipped to joint limits
-    flow: np.ndarray  # (T, d_flow) predicted (unscaled) flow latents φ_0 … φ_{T-1}
-
-
 class KubmPolicy:
     """A trained K-UBM: plan / replan from observations, save / load (safetensors + JSON)."""
 
@@ -226,14 +206,6 @@ class KubmPolicy:
         """The calibrated threshold per plan age (px), or None (use ``replan_threshold_px``)."""
         return self.extra.get("replan_threshold_px_by_step")
 
-    def diverged(self, observed_centroid_px, predicted_centroid_px) -> bool:
-        """True when the observed and predicted point centroids are farther apart than the
-        calibrated ``replan_threshold_px``."""
-        if self.replan_threshold_px is None:
-            raise ValueError("this model has no replan_threshold_px (fit ran without a flow AE)")
-        d = np.linalg.norm(np.asarray(observed_centroid_px, float) - np.asarray(predicted_centroid_px, float))
-        return bool(d > self.replan_threshold_px)
-
     def eigenvalues(self) -> np.ndarray:
         return np.linalg.eigvals(self.K)
 
@@ -271,107 +243,3 @@ class KubmPolicy:
                      seed=meta.get("seed"), extra={k: v for k, v in meta.items() if k not in known})
         policy.source = str(directory)
         return policy
-
-
-def save_atomic(policy: KubmPolicy, directory) -> Path:
-    """save() into ``<dir>.partial`` and rename (a half-written model never sits at ``dir``)."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
-    return directory
-
-
-# ---------------------------------------------------------------------------------------
-# replanning threshold and open-loop diagnostics
-# ---------------------------------------------------------------------------------------
-
-def calibrate_replan_threshold(policy, episodes, ae, *, horizon: int | None = None,
-                               starts_per_demo: int | None = None, quantile: float | None = None,
-                               min_count: int = 20) -> dict:
-    """Replan thresholds (px) on training demos: a scalar and an envelope over plan age.
-
-    From t = 0 (ξ_{-1}, qpos_0) and ``starts_per_demo`` evenly spaced later start times t
-    per demo, re-lift [a_{t-1}; s·φ_t; s·c] exactly as ``replan`` does, roll out to the
-    demo's end, decode the predicted latents with the flow AE and measure the distance of
-    the predicted and true point centroids (px) at every plan age k (steps since the plan).
-
-    - ``replan_threshold_px``: the ``quantile`` (95th) percentile over ages k < ``horizon``.
-    - ``replan_threshold_px_by_step[k]``: the same percentile at age k (ages seen fewer than
-      ``min_count`` times take the last well-sampled value), made non-decreasing. A plan's
-      prediction error grows with its age, so a single threshold fires on every old plan
-      even when it is as accurate as on the training demos; the envelope fires only when
-      the divergence is unusual for a plan of that age.
-    """
-    cfg = policy.config
-    H = int(horizon or cfg.calib_horizon)
-    S = int(starts_per_demo or cfg.calib_starts_per_demo)
-    q = float(quantile or cfg.calib_quantile)
-    by_age: list[list[float]] = []
-    for ep in episodes:
-        T = len(ep)
-        true_c = decoded_centroids(ae, ep.flow)
-        starts = np.unique(np.concatenate([[0], np.linspace(0, T - 1, S + 1)[1:].round().astype(int)]))
-        preds, spans = [], []
-        for t in starts:
-            first = ep.qpos[0] if t == 0 else ep.action[t - 1]
-            plan = policy.rollout(policy.lift(first, ep.flow[t], ep.context), T - t)
-            preds.append(plan.flow)
-            spans.append((t, T - t))
-        pred_c = decoded_centroids(ae, np.concatenate(preds))
-        i = 0
-        for t, n in spans:
-            d = np.linalg.norm(pred_c[i: i + n] - true_c[t: t + n], axis=1)
-            i += n
-            for k, v in enumerate(d):
-                if k == len(by_age):
-                    by_age.append([])
-                by_age[k].append(float(v))
-    early = np.concatenate([np.asarray(v) for v in by_age[:H]])
-    envelope, last = [], float(np.percentile(early, q))
-    for v in by_age:
-        if len(v) >= min_count:
-            last = float(np.percentile(v, q))
-        envelope.append(last)
-    envelope = np.maximum.accumulate(np.asarray(envelope)).tolist()
-    return {"replan_threshold_px": float(np.percentile(early, q)), "replan_threshold_px_by_step": envelope,
-            "quantile": q, "horizon": H, "starts_per_demo": S, "n_distances": int(sum(len(v) for v in by_age)),
-            "median_px": float(np.median(early)), "max_px": float(early.max())}
-
-
-def openloop_errors(policy: KubmPolicy, episodes, ae=None) -> dict:
-    """Full-horizon plans from ξ_{-1} against the demos, per horizon step k (0-based):
-    action RMS (rad, over demos × joints), flow latent RMS, and (with ``ae``) the mean
-    decoded point-centroid distance (px)."""
-    T_max = max(len(ep) for ep in episodes)
-    a_se, f_se, c_d = [[] for _ in range(T_max)], [[] for _ in range(T_max)], [[] for _ in range(T_max)]
-    for ep in episodes:
-        T = len(ep)
-        plan = policy.plan(ep.qpos[0], ep.flow[0], ep.context, T)
-        ae_err = ((plan.actions - ep.action) ** 2).mean(axis=1)
-        fl_err = ((plan.flow - ep.flow) ** 2).mean(axis=1)
-        cd = None
-        if ae is not None:
-            cd = np.linalg.norm(decoded_centroids(ae, plan.flow) - decoded_centroids(ae, ep.flow), axis=1)
-        for k in range(T):
-            a_se[k].append(ae_err[k])
-            f_se[k].append(fl_err[k])
-            if cd is not None:
-                c_d[k].append(cd[k])
-    out = {
-        "horizon": list(range(1, T_max + 1)),  # plan step k+1 = K^{k+1} z_0
-        "action_rms_rad": [float(np.sqrt(np.mean(v))) for v in a_se],
-        "flow_latent_rms": [float(np.sqrt(np.mean(v))) for v in f_se],
-        "centroid_px": [float(np.mean(v)) for v in c_d] if ae is not None else None,
-        "n_demos": len(episodes),
-    }
-    for k in (10, 50, 100, 200):
-        if k <= T_max:
-            out[f"action_rms_rad@{k}"] = out["action_rms_rad"][k - 1]
-            if ae is not None:
-                out[f"centroid_px@{k}"] = out["centroid_px"][k - 1]
-    out["action_rms_rad_overall"] = float(np.sqrt(np.mean(np.concatenate([np.asarray(v) for v in a_se]))))
-    return out

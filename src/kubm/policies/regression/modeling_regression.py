@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubm.policies.base import Plan
 from kubm.policies.persistence import load_arrays, read_policy, write_policy
 from kubm.policies.features import (
     block_statistics,
@@ -25,7 +26,6 @@ from kubm.policies.features import (
     policy_header,
     recorded_feature_attrs,
 )
-from kubm.policies.kubm.modeling_kubm import Plan
 from kubm.policies.regression.configuration_regression import RegressionConfig
 
 METHOD = "regression"

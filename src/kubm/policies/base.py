@@ -1,0 +1,114 @@
+"""Contracts every policy package shares (docs/design.md, "Policies").
+
+- :class:`Plan`: what a planner returns (K-UBM, KODex and the regression all plan).
+- :class:`Planner` and :class:`Actor`: the two shapes of policy the evaluator drives. A
+  planner returns a whole-episode plan from the first observation and may replan; an
+  actor returns one action per step from a receding-horizon chunk.
+- :class:`FitInputs`: what a method's ``fit`` gets from the fit stage.
+- :class:`FitDiverged`: a fit produced non-finite numbers; nothing was saved.
+- :func:`check_reload_plan` / :func:`check_reload_actor`: a saved model must behave
+  exactly like the one in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from kubm.errors import PolicyError
+
+__all__ = ["Actor", "FitDiverged", "FitInputs", "Plan", "Planner", "check_reload_actor", "check_reload_plan",
+           "provenance", "write_json"]
+
+
+@dataclass
+class Plan:
+    actions: np.ndarray  # (T, d_q) joint-position targets a_0 … a_{T-1}, clipped to joint limits
+    flow: np.ndarray | None  # (T, d_flow) predicted (unscaled) flow latents, or None (no flow model)
+
+
+@runtime_checkable
+class Planner(Protocol):
+    method: str
+    replan_threshold_px: float | None
+
+    def plan(self, qpos0, flow0, context, T: int) -> Plan: ...
+
+    def save(self, directory) -> Path: ...
+
+
+@runtime_checkable
+class Actor(Protocol):
+    method: str
+
+    def reset(self) -> None: ...
+
+    def act(self, frame: dict) -> np.ndarray: ...
+
+    def save(self, directory) -> Path: ...
+
+
+@dataclass
+class FitInputs:
+    """One fit's inputs, as the fit stage hands them to ``policies/<m>/fitting_<m>.fit``."""
+
+    task_id: str
+    config_hash: str
+    seed: int
+    train: Any  # FeatureSet of the training demos
+    test: Any  # FeatureSet of the test demos (diagnostics only, never for choices)
+    ae: Any  # flow AE (``decode``), for the replanning threshold and px diagnostics
+    progress: bool = False
+
+
+class FitDiverged(PolicyError):
+    """Training produced a non-finite loss or an exploding K; nothing was saved."""
+
+    exit_code = 1  # the inputs were fine; the optimisation failed (the CLI exits 1, not 2)
+
+    def __init__(self, seed: int | None, iteration: int, reason: str, *, method: str = "K-UBM",
+                 hint: str = "Lower fit.kubm.lr_K / lr_g or clip_K, or use fit.kubm.dynamics: modal "
+                             "(stable by construction)."):
+        self.seed, self.iteration, self.reason = seed, iteration, reason
+        super().__init__(f"{method} fit diverged (seed {seed}, iteration {iteration}): {reason}. "
+                         f"No model was saved. {hint}")
+
+
+def provenance() -> dict:
+    from kubm.provenance import git_revision, package_versions
+
+    return {"git_revision": git_revision(), "versions": package_versions()}
+
+
+def write_json(path: Path, obj: dict) -> None:
+    Path(path).write_text(json.dumps(obj, indent=1, default=float))
+
+
+def check_reload_plan(policy, directory: Path, test) -> None:
+    """The saved planner must reproduce the in-memory plan exactly."""
+    from kubm.policies import load_policy
+
+    ep = test.episodes[0]
+    want = policy.plan(ep.qpos[0], ep.flow[0], ep.context, len(ep)).actions
+    got = load_policy(directory).plan(ep.qpos[0], ep.flow[0], ep.context, len(ep)).actions
+    if not np.array_equal(got, want):
+        raise RuntimeError(f"{directory}: the reloaded model plans differently from the fitted one")
+
+
+def check_reload_actor(policy, directory: Path, test, steps: int = 12) -> None:
+    """The saved actor must act exactly like the in-memory one (same weights, same noise)."""
+    from kubm.policies import load_policy
+
+    ep = test.episodes[0]
+    loaded = load_policy(directory)
+    for p in (policy, loaded):
+        p.reset()
+    for t in range(min(steps, len(ep))):
+        f = {"t": t, "qpos": ep.qpos[t], "flow": ep.flow[t], "context": ep.context}
+        if not np.array_equal(policy.act(f), loaded.act(f)):
+            raise RuntimeError(f"{directory}: the reloaded model acts differently from the trained one (step {t})")
+    policy.reset()
