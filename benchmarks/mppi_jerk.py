@@ -3,7 +3,7 @@
     python benchmarks/mppi_jerk.py --task adroit/relocate --seeds 100000:100010
 
 Both experts run physics-only for the task's horizon on every seed. Actions are joint
-targets normalised to [-1, 1] by the joint limits. Jerk (notes/mppi.md) is the mean over
+targets normalised to [-1, 1] by the joint limits. Jerk (as in kubm.evaluation.metrics.mean_squared_jerk) is the mean over
 steps and action dimensions of the squared third difference of the normalised action
 per control step (`kubm.evaluation.metrics.mean_squared_jerk` with fps = 1); the same
 metric in physical units (fps = the env's control rate, 1/s³) is reported too.

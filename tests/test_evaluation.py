@@ -407,7 +407,7 @@ def test_identical_models_are_rolled_out_once(adroit_eval, tmp_path):
         return HoldPolicy(threshold=0.5, follow_observed=False)
 
     runs = []
-    import kubm.stages.evaluate as stage
+    import kubm.evaluation.episodes as stage
 
     real = stage.run_episode
 

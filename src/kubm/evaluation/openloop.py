@@ -16,42 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from kubm.policies.action_errors import FIRST_STEPS, plan_errors, squared_errors, summarise
 
-__all__ = ["openloop_report", "plan_errors"]
-
-FIRST_STEPS = 50
-
-
-def _squared_errors(policy, episodes) -> list[np.ndarray]:
-    """Per demo, (T,) squared action error averaged over joints."""
-    out = []
-    for ep in episodes:
-        if hasattr(policy, "plan"):
-            actions = np.asarray(policy.plan(ep.qpos[0], ep.flow[0], ep.context, len(ep)).actions, np.float64)
-        else:
-            if hasattr(policy, "reset"):
-                policy.reset()
-            actions = np.stack([np.asarray(policy.act({"t": t, "qpos": ep.qpos[t], "flow": ep.flow[t],
-                                                       "context": ep.context}), np.float64).reshape(-1)
-                                for t in range(len(ep))])
-        out.append(((actions - ep.action) ** 2).mean(axis=1))
-    return out
-
-
-def _summarise(errors: list[np.ndarray]) -> dict:
-    T = max(len(e) for e in errors)
-    per_step = [float(np.sqrt(np.mean([e[k] for e in errors if len(e) > k]))) for k in range(T)]
-    flat = np.concatenate(errors)
-    first = np.concatenate([e[:FIRST_STEPS] for e in errors])
-    return {"action_rms_rad": float(np.sqrt(flat.mean())),
-            f"action_rms_rad_first{FIRST_STEPS}": float(np.sqrt(first.mean())),
-            "action_rms_rad_per_step": per_step, "n_demos": len(errors)}
-
-
-def plan_errors(policy, episodes) -> dict:
-    """Open-loop action RMS of one policy on ``episodes`` (per step and overall)."""
-    return _summarise(_squared_errors(policy, episodes))
+__all__ = ["FIRST_STEPS", "openloop_report", "plan_errors"]
 
 
 def openloop_report(model_dirs, test_path, *, task_id: str | None = None) -> dict:
@@ -65,13 +32,13 @@ def openloop_report(model_dirs, test_path, *, task_id: str | None = None) -> dic
         policy = load_policy(d, task_id=task_id)
         check_compatible(policy, test.attrs, task_id)
         method = getattr(policy, "method", d.parent.name)
-        errs = _squared_errors(policy, test.episodes)
+        errs = squared_errors(policy, test.episodes)
         entry = by_method.setdefault(method, {"mode": "open-loop plan from xi_-1" if hasattr(policy, "plan")
                                               else "teacher-forced (demo observations, receding horizon)",
                                               "seeds": {}, "_errors": []})
-        s = _summarise(errs)
+        s = summarise(errs)
         entry["seeds"][d.name] = {k: v for k, v in s.items() if k != "action_rms_rad_per_step"}
         entry["_errors"] += errs
     for entry in by_method.values():
-        entry["pooled"] = _summarise(entry.pop("_errors"))
+        entry["pooled"] = summarise(entry.pop("_errors"))
     return {"task": task_id, "test": str(test_path), "n_test_demos": len(test.episodes), "methods": by_method}

@@ -13,7 +13,7 @@ is reached through a small adapter (``make_runner``), so one loop serves
   ``features = {"t", "qpos", "flow", "context"}`` (the current observation), and
   optionally ``reset()`` at the start of each episode.
 
-Replanning (DESIGN §1): after every step the observed point centroid is compared with the
+Replanning (docs/design.md, "Replanning"): after every step the observed point centroid is compared with the
 centroid of the decoded predicted flow; when the divergence exceeds the policy's threshold,
 (per plan age where the fit calibrated an envelope; see
 ``kubm.policies.kubm.calibrate_replan_threshold``), at least ``min_replan_interval`` steps
@@ -117,7 +117,7 @@ class OnlinePerception:
 
         if getattr(self.segmenter, "name", None) == "sim" or obs.seg is None:
             return SegPrompt(frame=0, text=self.prompt_text)
-        from kubm.stages.segment import first_frame_prompt, ground_truth_masks
+        from kubm.perception.prompts import first_frame_prompt, ground_truth_masks
 
         gt0 = ground_truth_masks(obs.seg, list(env.object_seg_ids))
         return first_frame_prompt(gt0, self.prompt_text or env.task, int(seed))

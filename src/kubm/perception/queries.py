@@ -1,6 +1,6 @@
 """Query points for the point trackers, sampled inside the object's first-frame mask.
 
-A grid over the whole frame keeps almost no points on a small object (notes/perception.md),
+A grid over the whole frame keeps almost no points on a small object (docs/design.md, "Perception"),
 so queries are drawn from the mask itself: eroded (so a point sits on the object, not on
 its silhouette, where trackers drift onto the background) and spread out by
 farthest-point sampling (``sample_queries``) or laid out on a quantile grid of the mask

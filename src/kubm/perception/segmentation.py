@@ -1,6 +1,6 @@
 """Object segmentation: frames [T,H,W,3] uint8 + a prompt -> masks [T,H,W] bool.
 
-Backends (DESIGN.md §3):
+Backends (docs/design.md, "Perception"):
 - ``sim``:  the renderer's per-body segmentation buffer (ground truth).
 - ``sam2``: the ``sam2`` video predictor, prompted with a box / points / mask on one frame.
 - ``sam3``: the ``sam3`` video predictor, prompted with text ("blue ball"); CUDA only.

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kubm.perception.tracking import BackendUnavailable, FrameAux, Tracks, check_frames, check_queries
+from kubm.perception.errors import BackendUnavailable
+from kubm.perception.tracking_types import FrameAux, Tracks, check_frames, check_queries
 
 __all__ = ["CoTrackerTracker", "RANDOM"]
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kubm.perception.tracking import BackendUnavailable, FrameAux, Tracks, check_frames, check_queries
+from kubm.perception.errors import BackendUnavailable
+from kubm.perception.tracking_types import FrameAux, Tracks, check_frames, check_queries
 
 __all__ = ["OpenCVLKTracker"]
 

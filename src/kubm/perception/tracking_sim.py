@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from kubm.perception.tracking import FrameAux, Tracks, check_queries
+from kubm.perception.tracking_types import FrameAux, Tracks, check_queries
 
 __all__ = ["SimPointTracker", "quat_to_matrix"]
 

@@ -1,7 +1,7 @@
 """Find model checkpoints on disk; never download.
 
 No wheel ships SAM 2, SAM 3 or CoTracker weights, so every backend asks this module
-where its file is. Order (DESIGN.md §3): config path, environment variable, weights dir
+where its file is. Order (docs/design.md, "Perception"): config path, environment variable, weights dir
 (``$KUBM_WEIGHTS_DIR`` or ``~/.cache/kubm/weights``), Hugging Face cache (local only),
 torch hub cache. When nothing is found the error lists every place looked at and the
 command that fetches the file, so the fix is one copy-paste away.

@@ -1,13 +1,13 @@
 """Feature stores (the `encode` stage's output) as training episodes in RAM, and ξ.
 
-Unified behavioural state (DESIGN.md §1)::
+Unified behavioural state (docs/design.md, "The method")::
 
     ξ_t    = [a_t    ; s·φ_t ; s·c]      a = action (joint-position target), φ = flow latent
     ξ_{-1} = [qpos_0 ; s·φ_0 ; s·c]      the auxiliary initial state prepended to every demo
 
 ``s = mean‖a‖ / mean‖φ‖`` over every training step, computed once and saved with the
 model. The context ``c`` (constant per episode; the first row of ``data/context`` is
-used) is scaled by ``s`` too, as in the prototype (notes/kubm_prototype.md).
+used) is scaled by ``s`` too, as in the prototype (docs/design.md, "The method").
 
 Also here: the compatibility check between a model and a feature store / task, and the
 point centroid of decoded flow latents (replanning's divergence measure).

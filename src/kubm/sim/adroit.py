@@ -331,7 +331,7 @@ class AdroitEnv:
         return np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
 
     def success(self) -> bool:
-        """DESIGN §2 success criteria, evaluated on the current MuJoCo state."""
+        """The success criteria (docs/design.md, "Benchmarks"), evaluated on the current MuJoCo state."""
         t = self.task
         if t == "door":
             return self._jnt("door_hinge") >= 1.35

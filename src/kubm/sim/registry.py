@@ -11,7 +11,8 @@ SUITES = ("adroit", "dexart")
 ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
 
 
-def _camera(cfg: dict | CameraSpec | None) -> CameraSpec:
+def camera_spec(cfg: dict | CameraSpec | None) -> CameraSpec:
+    """A task's `camera:` settings (or a CameraSpec) as a CameraSpec."""
     if isinstance(cfg, CameraSpec):
         return cfg
     cfg = dict(cfg or {})
@@ -34,7 +35,7 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
         from kubm.sim.adroit import AdroitEnv  # imports MuJoCo (and picks its GL backend)
 
         kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip") if task_cfg.get(k) is not None}
-        camera = _camera(task_cfg.get("camera_spec") or task_cfg.get("camera"))
+        camera = camera_spec(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return AdroitEnv(task, camera=camera, render=render, **kwargs)
     if suite == "dexart":
         from kubm.sim.dexart.tasks import TASKS as DEXART_TASKS
@@ -44,6 +45,6 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
         from kubm.sim.dexart.env import DexArtEnv  # imports SAPIEN
 
         kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip", "assets_dir", "instances") if task_cfg.get(k) is not None}
-        camera = _camera(task_cfg.get("camera_spec") or task_cfg.get("camera"))
+        camera = camera_spec(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return DexArtEnv(task, camera=camera, render=render, **kwargs)
     raise ConfigError(f"unknown suite {suite!r}; allowed: {', '.join(SUITES)}")

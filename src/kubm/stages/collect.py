@@ -19,9 +19,9 @@ from tqdm import tqdm
 from kubm.config import TaskConfig
 from kubm.experts.base import Expert
 from kubm.provenance import git_revision, package_versions
-from kubm.sim.base import CameraSpec, ManipulationEnv
-from kubm.storage.episode_store import ArraySpec, EpisodeWriter
+from kubm.sim.base import ManipulationEnv
 from kubm.errors import StageError
+from kubm.storage.episode_store import ArraySpec, EpisodeWriter
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +45,12 @@ class Episode:
     seg: np.ndarray | None = None
 
 
-def camera_spec(settings: dict) -> CameraSpec:
-    cam = settings["camera"]
-    return CameraSpec(
-        name=cam.get("name"),
-        width=cam["width"],
-        height=cam["height"],
-        position=tuple(cam["position"]) if cam.get("position") else None,
-        lookat=tuple(cam["lookat"]) if cam.get("lookat") else None,
-        fovy_deg=cam.get("fovy_deg", 45.0),
-    )
-
-
 def rollout(env: ManipulationEnv, expert: Expert | None, seed: int, horizon: int, render: bool,
             actions: np.ndarray | None = None) -> Episode:
     """One episode: observation t, then the expert's action t, for t < horizon.
 
     With ``actions`` the episode replays them instead of asking the expert.
-    Success is the task's final-step criterion (DESIGN §2).
+    Success is the task's final-step criterion (docs/design.md, "Benchmarks").
     """
     obs = env.reset(seed)
     if actions is None:
@@ -100,7 +88,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
     """
     # Imported here so `kubm --help` stays fast and the CLI works without simulators.
     from kubm.experts.registry import make_expert
-    from kubm.sim.registry import make_env
+    from kubm.sim.registry import camera_spec, make_env
 
     settings = task.settings
     horizon = settings["horizon"]
@@ -108,7 +96,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
     seeds = task.seeds(split)
     expert_cfg = settings["expert"]
 
-    cam = camera_spec(settings)
+    cam = camera_spec(settings["camera"])
     screen_env = make_env(task.suite, task.task, {**settings, "camera_spec": cam}, render=False)
     render_env = make_env(task.suite, task.task, {**settings, "camera_spec": cam}, render=True)
     expert = make_expert(expert_cfg["name"], expert_cfg.get("params"))

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kubm.errors import StageError
 from kubm.config import TaskConfig
-from kubm.perception.queries import sample_queries
-from kubm.perception.segmentation import SegPrompt, make_segmenter, mask_iou
+from kubm.perception.prompts import first_frame_prompt, ground_truth_masks
+from kubm.perception.segmentation import make_segmenter, mask_iou
 from kubm.provenance import package_versions
 from kubm.report.video import overlay, write_mp4
 from kubm.storage.episode_store import ArraySpec, EpisodeStore, EpisodeWriter
@@ -25,20 +24,6 @@ from kubm.storage.episode_store import ArraySpec, EpisodeStore, EpisodeWriter
 log = logging.getLogger(__name__)
 
 PRODUCER = "segment"
-
-
-def ground_truth_masks(seg: np.ndarray, object_ids: list[int]) -> np.ndarray:
-    return np.isin(seg, np.asarray(object_ids, dtype=seg.dtype))
-
-
-def first_frame_prompt(gt0: np.ndarray, text: str, seed: int) -> SegPrompt:
-    """Box + three positive points from the first frame's object mask, and the text prompt."""
-    ys, xs = np.nonzero(gt0)
-    if len(xs) == 0:
-        raise StageError("the manipulated object is not visible in the first frame; move the camera (task camera.*)")
-    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    pts = sample_queries(gt0, n=3, seed=seed, erode_px=1)[:, 1:]
-    return SegPrompt(frame=0, text=text, points=pts, labels=np.ones(len(pts), dtype=np.int64), box=box)
 
 
 def segment(task: TaskConfig, config: dict, demos_path: Path, out: Path, metrics_path: Path,

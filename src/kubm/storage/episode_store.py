@@ -1,6 +1,6 @@
 """Episode stores: zarr v3 groups of per-step arrays concatenated over episodes.
 
-Layout (DESIGN.md §5)::
+Layout (docs/design.md, "Stage contracts")::
 
     <store>/data/<name>          (N, *shape)   per-step arrays, episodes back to back
     <store>/meta/episode_ends    (E,) int64    cumulative ends
@@ -28,7 +28,7 @@ from kubm.errors import DataError
 
 FORMAT_VERSION = 1
 FRAME_CHUNK = 32  # rows per inner chunk of a sharded (big) array
-SHARD_BYTES = 32 << 20  # target uncompressed shard size (DESIGN: shards of ~10-100 MB)
+SHARD_BYTES = 32 << 20  # target uncompressed shard size (docs/design.md, "Stage contracts": few files for DVC)
 _META_CHUNK = 4096
 _RESERVED = ("kubm_format", "producer", "complete")
 

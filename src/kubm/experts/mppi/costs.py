@@ -6,7 +6,7 @@ with leading dims (K, H) and calls the cost, which returns per-step costs (K, H)
 All costs are vectorised numpy over any leading dims, so the same function
 scores one hand-made state (leading dims ()) or a whole batch of rollouts.
 
-Adroit pen and hammer follow the measured prototype (shared notes/mppi.md);
+Adroit pen and hammer follow the measured prototype (README, "Experts");
 door and relocate are shaped the same way (reach, then move the object to the
 goal) so that every Adroit task can fall back to MPPI.
 """

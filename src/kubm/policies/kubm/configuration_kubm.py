@@ -1,4 +1,4 @@
-"""Typed configuration of a K-UBM model (DESIGN.md §1).
+"""Typed configuration of a K-UBM model (docs/design.md, "Fitting K-UBM").
 
 The first block mirrors the pipeline config keys ``fit.kubm.*`` (schema in
 ``kubm/schemas/config.schema.yaml``). The second block holds settings that are not

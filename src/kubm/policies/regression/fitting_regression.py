@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubm.policies.action_errors import plan_errors
 from kubm.policies.base import FitInputs, check_reload_plan, provenance, write_json
 from kubm.policies.features import action_limits, compute_scale, make_xi
 from kubm.policies.regression.configuration_regression import RegressionConfig
@@ -19,8 +20,6 @@ __all__ = ["fit"]
 def _openloop_actions(policy, episodes) -> dict:
     """Full-horizon plans from the first observation against the demos: action RMS (rad) per
     step and overall (the plans carry no flow)."""
-    from kubm.evaluation.openloop import plan_errors
-
     e = plan_errors(policy, episodes)
     per_step = e["action_rms_rad_per_step"]
     return {"horizon": list(range(1, len(per_step) + 1)), "action_rms_rad": per_step, "n_demos": e["n_demos"],

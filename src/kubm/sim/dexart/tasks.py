@@ -1,6 +1,6 @@
 """Per-task definitions: objects, default cameras, privileged state and DexArt's success rules.
 
-Success (DESIGN.md §2, DexArt `is_eval_done`), with progress = 1 - |q - q_goal| / |q_start - q_goal|:
+Success (docs/design.md, "Benchmarks"; DexArt `is_eval_done`), with progress = 1 - |q - q_goal| / |q_start - q_goal|:
 - bucket: progress > 0.7 (handle >= 70 % of the way from lowered to upright) and the
   bucket base lifted more than 0.25 m above its height at reset; no contact requirement.
 - faucet: handle angle > 1.5 rad and DexArt's "state 3": palm within 0.2 m of the handle,
