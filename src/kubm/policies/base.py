@@ -34,7 +34,11 @@ class Plan:
 @runtime_checkable
 class Planner(Protocol):
     method: str
-    replan_threshold_px: float | None
+    d_q: int  # dims of the features it was fitted on (checked against the stores)
+    d_flow: int
+    d_c: int
+    task_id: str | None
+    replan_threshold_px: float | None  # None: never replans
 
     def plan(self, qpos0, flow0, context, T: int) -> Plan: ...
 
@@ -44,6 +48,10 @@ class Planner(Protocol):
 @runtime_checkable
 class Actor(Protocol):
     method: str
+    d_q: int
+    d_flow: int
+    d_c: int
+    task_id: str | None
 
     def reset(self) -> None: ...
 
