@@ -25,7 +25,7 @@ import numpy as np
 
 from kubm.sim.base import CameraSpec
 from kubm.sim.dexart.env import DexArtEnv
-from kubm.sim.dexart.experts import EXPERTS
+from kubm.experts.dexart import EXPERTS
 
 
 def action_stream(env: DexArtEnv, steps: int, seed: int) -> np.ndarray:

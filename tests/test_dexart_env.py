@@ -447,7 +447,7 @@ def test_palm_jacobian_and_twist_targets(phys):
 
 
 def test_bucket_expert_succeeds_on_fixed_seed(phys):
-    from kubm.sim.dexart.experts import DexArtBucketExpert
+    from kubm.experts.dexart import DexArtBucketExpert
 
     env = phys
     expert = DexArtBucketExpert()
@@ -468,7 +468,7 @@ def test_reset_is_history_independent_after_a_full_expert_episode(phys, rendered
     """Seed B after a full episode of seed A replays exactly as seed B on a fresh env
     (PhysX caches, warm starts and sleep state must not leak across resets), physics-only
     and rendered: collect screens physics-only and replays the successes rendered."""
-    from kubm.sim.dexart.experts import DexArtBucketExpert
+    from kubm.experts.dexart import DexArtBucketExpert
 
     def run(env, seed, n):
         env.reset(seed)

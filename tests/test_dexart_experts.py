@@ -12,7 +12,7 @@ for _pkg in ("mani_skill", "pybullet_data"):
         pytest.skip(f"DexArt robot assets need `{_pkg}`", allow_module_level=True)
 
 from kubm.experts.registry import make_expert  # noqa: E402
-from kubm.sim.dexart import experts as E  # noqa: E402
+from kubm.experts import dexart as E  # noqa: E402
 from kubm.sim.dexart.env import DexArtEnv  # noqa: E402
 
 CLASSES = {"faucet": E.DexArtFaucetExpert, "laptop": E.DexArtLaptopExpert, "toilet": E.DexArtToiletExpert}

@@ -19,14 +19,14 @@ def _door(params):
 
 
 def _dexart_bucket(params):
-    from kubm.sim.dexart.experts import DexArtBucketExpert  # imports SAPIEN
+    from kubm.experts.dexart import DexArtBucketExpert  # imports SAPIEN
 
     return DexArtBucketExpert(params)
 
 
 def _dexart(cls_name: str):
     def make(params):
-        from kubm.sim.dexart import experts  # imports SAPIEN
+        from kubm.experts import dexart as experts  # imports SAPIEN
 
         return getattr(experts, cls_name)(params)
 
