@@ -39,6 +39,8 @@ TaskArg = Annotated[str, typer.Argument(help="suite/task, e.g. adroit/relocate")
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test")]
 ThreadsOpt = Annotated[int, typer.Option(help="torch threads (Snakemake passes the rule's threads)")]
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
+MetricsOpt = Annotated[Optional[Path], typer.Option(help="QC metrics JSON (default: beside --out, <stage>_<split>.metrics.json)")]
+VideoOpt = Annotated[Optional[Path], typer.Option(help="QC video (default: beside --out, <stage>_<split>.mp4)")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -116,8 +118,8 @@ def segment(
     task_id: TaskArg,
     demos: Annotated[Path, typer.Option(help="demo store from collect")],
     out: Annotated[Path, typer.Option(help="mask store to write")],
-    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default: beside --out, segment_{split}.metrics.json)")] = None,
-    video: Annotated[Optional[Path], typer.Option(help="QC video (default: beside --out, segment_{split}.mp4)")] = None,
+    metrics: MetricsOpt = None,
+    video: VideoOpt = None,
     split: SplitOpt = "train",
     configfile: ConfigFiles = None,
     threads: ThreadsOpt = 1,
@@ -138,8 +140,8 @@ def track(
     demos: Annotated[Path, typer.Option(help="demo store from collect")],
     masks: Annotated[Path, typer.Option(help="mask store from segment")],
     out: Annotated[Path, typer.Option(help="track store to write")],
-    metrics: Annotated[Optional[Path], typer.Option(help="metrics JSON (default: beside --out, track_{split}.metrics.json)")] = None,
-    video: Annotated[Optional[Path], typer.Option(help="QC video (default: beside --out, track_{split}.mp4)")] = None,
+    metrics: MetricsOpt = None,
+    video: VideoOpt = None,
     split: SplitOpt = "train",
     configfile: ConfigFiles = None,
     threads: ThreadsOpt = 1,

@@ -112,7 +112,8 @@ def _with_defaults(validator_cls):
 
 
 @functools.lru_cache(maxsize=1)
-def _validator():
+def _validator(methods: tuple[str, ...]):
+    # cached per method list: a method registered at run time gets a schema that knows it
     return _with_defaults(jsonschema.Draft202012Validator)(schema())
 
 
@@ -159,7 +160,7 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"the config must be a mapping, got {type(config).__name__}")
     config = copy.deepcopy(config)
     sch = schema()
-    errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(_validator(method_names()).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
     fit_keys = {m: _method_keys(sch, m) for m in method_names()}

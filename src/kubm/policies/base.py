@@ -21,8 +21,12 @@ import numpy as np
 
 from kubm.errors import PolicyError
 
-__all__ = ["Actor", "FitDiverged", "FitInputs", "Plan", "Planner", "check_reload_actor", "check_reload_plan",
-           "provenance", "write_json"]
+__all__ = ["Actor", "FitDiverged", "FitInputs", "Plan", "Planner", "TorchPolicyFiles", "check_reload_actor",
+           "check_reload_plan", "provenance", "write_json"]
+
+# config.json keys every saved policy writes (kubm.policies.features.policy_header)
+HEADER_KEYS = frozenset({"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c",
+                         "features"})
 
 
 @dataclass
@@ -120,3 +124,44 @@ def check_reload_actor(policy, directory: Path, test, steps: int = 12) -> None:
         if not np.array_equal(policy.act(f), loaded.act(f)):
             raise RuntimeError(f"{directory}: the reloaded model acts differently from the trained one (step {t})")
     policy.reset()
+
+
+class TorchPolicyFiles:
+    """Save / load of a policy around a torch model: ``model.safetensors`` + ``config.json``.
+
+    The policy class sets ``METHOD``, ``FORMAT_VERSION``, ``LABEL``, ``OWN_KEYS`` (the
+    config.json keys it writes beyond the header) and ``model_class()`` / ``config_class()``,
+    keeps the model in ``self.model`` and writes its keys in ``config_dict()``. Keys that are
+    neither header nor own keys (training record, provenance) come back in ``extra``.
+    """
+
+    METHOD: str
+    FORMAT_VERSION: int
+    LABEL: str
+    OWN_KEYS: frozenset = frozenset()
+
+    def save(self, directory) -> Path:
+        """Write model.safetensors + config.json into ``directory`` (created)."""
+        from kubm.policies.persistence import write_policy
+
+        return write_policy(directory, self.METHOD, self.model.state_dict(), self.config_dict())
+
+    @classmethod
+    def _load_kwargs(cls, meta: dict) -> dict:
+        """Constructor arguments read from config.json beyond the shared ones."""
+        return {}
+
+    @classmethod
+    def load(cls, directory):
+        from kubm.policies.persistence import load_torch_state, read_policy
+
+        directory, meta, w_path = read_policy(directory, cls.METHOD, cls.FORMAT_VERSION, cls.LABEL)
+        model = cls.model_class()(cls.config_class().from_dict(meta["config"]), meta["d_q"], meta["d_flow"],
+                                  meta["d_c"])
+        load_torch_state(model, w_path, directory)
+        known = HEADER_KEYS | cls.OWN_KEYS
+        policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),
+                     feature_attrs=meta.get("features"), seed=meta.get("seed"),
+                     extra={k: v for k, v in meta.items() if k not in known}, **cls._load_kwargs(meta))
+        policy.source = str(directory)
+        return policy

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kubm.storage.episode_store import EpisodeStore
-from kubm.errors import ConfigError, DataError, ModelError
+from kubm.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -262,17 +262,6 @@ def check_vector(name: str, x, d: int) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError(f"{name} has non-finite values")
     return x
-
-
-def config_from_dict(cls, d: dict, what: str):
-    """``cls(**d)`` for a config dataclass, refusing unknown keys with the list of known ones."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} config key(s) {unknown}; known: {sorted(known)}")
-    return cls(**d)
 
 
 @dataclass

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-from kubm.policies.features import config_from_dict
-from kubm.errors import ConfigError
+from kubm.policies.configuration import PolicyConfig
 
 
 @dataclass
-class ActConfig:
+class ActConfig(PolicyConfig):
+    LABEL = "ACT"
+
     # --- pipeline keys: fit.act.* --------------------------------------------------------
     chunk_size: int = 20  # actions predicted per query
     temporal_agg: bool = True  # temporal ensembling over every chunk that covers the step
@@ -41,10 +41,6 @@ class ActConfig:
     # --- not pipeline keys ----------------------------------------------------------------
     grad_clip: float = 10.0
 
-    PIPELINE_KEYS = ("chunk_size", "temporal_agg", "ensemble_k", "n_action_steps", "d_model", "n_heads",
-                     "n_encoder_layers", "n_decoder_layers", "n_vae_encoder_layers", "dim_feedforward", "dropout",
-                     "latent_dim", "kl_weight", "iterations", "batch_size", "lr", "weight_decay", "time_budget_s",
-                     "val_demos", "val_every")
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,16 +58,7 @@ class ActConfig:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
         if not self.lr > 0 or not self.grad_clip > 0:
             problems.append("lr and grad_clip must be > 0")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
-        if self.val_demos < 0 or self.val_every < 0:
-            problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
-        if problems:
-            raise ConfigError("invalid ACT config: " + "; ".join(problems))
+        self.check_schedule(problems)
+        self.raise_problems(problems)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ActConfig:
-        return config_from_dict(cls, d, "ACT")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

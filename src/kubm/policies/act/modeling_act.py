@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kubm.policies.persistence import load_torch_state, read_policy, write_policy
+from kubm.policies.base import TorchPolicyFiles
 from kubm.policies.act.configuration_act import ActConfig
 from kubm.policies.features import (
     block_statistics,
@@ -143,8 +143,11 @@ class ActModel(nn.Module):
         return torch.maximum(torch.minimum(a, self.action_high), self.action_low)
 
 
-class ActPolicy:
+class ActPolicy(TorchPolicyFiles):
     """Chunked execution of a trained ACT: ``reset()``, ``act(features)``, save / load."""
+
+    METHOD, FORMAT_VERSION, LABEL = METHOD, FORMAT_VERSION, "ACT"
+    OWN_KEYS = frozenset({"obs_layout"})
 
     method = METHOD
     n_obs_steps = 1
@@ -200,18 +203,10 @@ class ActPolicy:
         return {**policy_header(METHOD, FORMAT_VERSION, self, self.config.to_dict()),
                 "obs_layout": "[qpos (d_q); flow latent (d_flow); context (d_c)], standardised", **self.extra}
 
-    def save(self, directory) -> Path:
-        return write_policy(directory, METHOD, self.model.state_dict(), self.config_dict())
+    @staticmethod
+    def model_class():
+        return ActModel
 
-    @classmethod
-    def load(cls, directory) -> ActPolicy:
-        directory, meta, w_path = read_policy(directory, METHOD, FORMAT_VERSION, "ACT")
-        model = ActModel(ActConfig.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
-        load_torch_state(model, w_path, directory)
-        known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c", "features",
-                 "obs_layout"}
-        policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),
-                     feature_attrs=meta.get("features"), seed=meta.get("seed"),
-                     extra={k: v for k, v in meta.items() if k not in known})
-        policy.source = str(directory)
-        return policy
+    @staticmethod
+    def config_class():
+        return ActConfig

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
-from kubm.policies.features import config_from_dict
-from kubm.errors import ConfigError
+from kubm.policies.configuration import PolicyConfig
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample")
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(PolicyConfig):
+    LABEL = "Diffusion Policy"
+
     # --- pipeline keys: fit.diffusion.* --------------------------------------------------
     horizon: int = 16  # predicted action chunk a_t … a_{t+horizon−1}
     n_obs_steps: int = 2  # observations o_{t−n_obs+1} … o_t conditioned on
@@ -44,9 +44,6 @@ class DiffusionConfig:
     lr_warmup_steps: int = 100
     inference_seed: int = 0  # seeds the sampling noise at every reset(): reproducible rollouts
 
-    PIPELINE_KEYS = ("horizon", "n_obs_steps", "n_action_steps", "down_dims", "kernel_size", "n_groups",
-                     "step_embed_dim", "num_train_timesteps", "num_inference_steps", "iterations", "batch_size",
-                     "lr", "weight_decay", "ema_decay", "time_budget_s", "prediction_type", "val_demos", "val_every")
 
     def __post_init__(self) -> None:
         self.down_dims = [int(d) for d in self.down_dims]
@@ -72,22 +69,13 @@ class DiffusionConfig:
             problems.append("lr must be > 0 and weight_decay >= 0")
         if not 0 <= self.ema_decay <= 1:
             problems.append(f"ema_decay={self.ema_decay} must be in [0, 1]")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
         if self.beta_schedule not in BETA_SCHEDULES:
             problems.append(f"beta_schedule={self.beta_schedule!r} not in {BETA_SCHEDULES}")
         if self.prediction_type not in PREDICTION_TYPES:
             problems.append(f"prediction_type={self.prediction_type!r} not in {PREDICTION_TYPES}")
-        if self.val_demos < 0 or self.val_every < 0:
-            problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
+        self.check_schedule(problems)
         if self.lr_warmup_steps < 0:
             problems.append(f"lr_warmup_steps={self.lr_warmup_steps} must be >= 0")
-        if problems:
-            raise ConfigError("invalid Diffusion Policy config: " + "; ".join(problems))
+        self.raise_problems(problems)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
-        return config_from_dict(cls, d, "Diffusion Policy")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

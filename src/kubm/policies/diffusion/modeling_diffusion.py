@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kubm.policies.persistence import load_torch_state, read_policy, write_policy
+from kubm.policies.base import TorchPolicyFiles
 from kubm.policies.diffusion.configuration_diffusion import DiffusionConfig
 from kubm.policies.features import (
     block_statistics,
@@ -216,8 +216,11 @@ class DiffusionModel(nn.Module):
 # policy
 # ---------------------------------------------------------------------------------------
 
-class DiffusionPolicy:
+class DiffusionPolicy(TorchPolicyFiles):
     """Receding-horizon execution of a trained Diffusion Policy: ``reset()``, ``act(features)``."""
+
+    METHOD, FORMAT_VERSION, LABEL = METHOD, FORMAT_VERSION, "Diffusion Policy"
+    OWN_KEYS = frozenset({"obs_layout", "weights"})
 
     method = METHOD
 
@@ -273,18 +276,10 @@ class DiffusionPolicy:
                 "obs_layout": "[qpos (d_q); flow latent (d_flow); context (d_c)], standardised",
                 "weights": "EMA", **self.extra}
 
-    def save(self, directory) -> Path:
-        return write_policy(directory, METHOD, self.model.state_dict(), self.config_dict())
+    @staticmethod
+    def model_class():
+        return DiffusionModel
 
-    @classmethod
-    def load(cls, directory) -> DiffusionPolicy:
-        directory, meta, w_path = read_policy(directory, METHOD, FORMAT_VERSION, "Diffusion Policy")
-        model = DiffusionModel(DiffusionConfig.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
-        load_torch_state(model, w_path, directory)
-        known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c", "features",
-                 "obs_layout", "weights"}
-        policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),
-                     feature_attrs=meta.get("features"), seed=meta.get("seed"),
-                     extra={k: v for k, v in meta.items() if k not in known})
-        policy.source = str(directory)
-        return policy
+    @staticmethod
+    def config_class():
+        return DiffusionConfig

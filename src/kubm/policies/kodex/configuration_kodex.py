@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-from kubm.policies.features import config_from_dict
-from kubm.errors import ConfigError
+from kubm.policies.configuration import PolicyConfig
 
 NORMALIZE = ("standard", "scale", "none")
 
 
 @dataclass
-class KodexConfig:
+class KodexConfig(PolicyConfig):
+    LABEL = "KODex"
+
     # --- pipeline keys: fit.kodex.* ------------------------------------------------------
     degree: int = 2  # highest monomial degree of the polynomial lift (1 = linear: z = ξ̄)
     # leading PCA components of ξ̄ (whitened) whose monomials of degree 2..degree enter the
@@ -33,7 +33,6 @@ class KodexConfig:
     calib_quantile: float = 95.0
     max_lift_dims: int = 20000  # refuse lifts bigger than this (the Gram matrix is d_z²)
 
-    PIPELINE_KEYS = ("degree", "pca_components", "ridge", "constant", "calib_horizon")
 
     def __post_init__(self) -> None:
         problems = []
@@ -51,12 +50,6 @@ class KodexConfig:
             problems.append(f"normalize={self.normalize!r} not in {NORMALIZE}")
         if self.max_lift_dims < 1:
             problems.append(f"max_lift_dims={self.max_lift_dims} must be >= 1")
-        if problems:
-            raise ConfigError("invalid KODex config: " + "; ".join(problems))
+        self.raise_problems(problems)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> KodexConfig:
-        return config_from_dict(cls, d, "KODex")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

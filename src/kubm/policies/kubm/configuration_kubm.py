@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
-from kubm.errors import ConfigError
+from kubm.policies.configuration import PolicyConfig
 
 ACTIVATIONS = ("tanh", "gelu")
 # How ξ is normalised before it becomes the state block of z (see modeling_kubm):
@@ -27,7 +26,9 @@ DYNAMICS = ("increment", "readout", "modal", "dense")
 
 
 @dataclass
-class KubmConfig:
+class KubmConfig(PolicyConfig):
+    LABEL = "K-UBM"
+
     # --- pipeline keys: fit.kubm.* -------------------------------------------------------
     d_psi: int = 1024  # learned lift dimensions beyond ξ
     hidden: list[int] = field(default_factory=lambda: [256, 256])  # widths of g_θ
@@ -87,24 +88,13 @@ class KubmConfig:
             problems.append(f"need 0 < r_init ({self.r_init}) < r_max ({self.r_max}) <= 1")
         if not 0 < self.lr_floor <= 1:
             problems.append(f"lr_floor={self.lr_floor} must be in (0, 1]")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            problems.append(f"time_budget_s={self.time_budget_s} must be > 0 or null")
+        self.check_schedule(problems)
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation={self.activation!r} not in {ACTIVATIONS}")
         if self.normalize not in NORMALIZE:
             problems.append(f"normalize={self.normalize!r} not in {NORMALIZE}")
         if not 0 < self.calib_quantile <= 100:
             problems.append(f"calib_quantile={self.calib_quantile} must be in (0, 100]")
-        if problems:
-            raise ConfigError("invalid K-UBM config: " + "; ".join(problems))
+        self.raise_problems(problems)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> KubmConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown K-UBM config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

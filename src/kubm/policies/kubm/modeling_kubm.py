@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kubm.policies.base import Plan
-from kubm.policies.features import RECORDED_ATTRS, make_xi
-from kubm.policies.persistence import load_torch_state, read_policy, write_policy
+from kubm.policies.base import Plan, TorchPolicyFiles
+from kubm.policies.features import RECORDED_ATTRS, check_vector, make_xi
 from kubm.policies.kubm.configuration_kubm import KubmConfig
 
 METHOD = "kubm"
@@ -131,8 +130,11 @@ class KubmModel(nn.Module):
 # numpy-facing policy
 # ---------------------------------------------------------------------------------------
 
-class KubmPolicy:
+class KubmPolicy(TorchPolicyFiles):
     """A trained K-UBM: plan / replan from observations, save / load (safetensors + JSON)."""
+
+    METHOD, FORMAT_VERSION, LABEL = METHOD, FORMAT_VERSION, "K-UBM"
+    OWN_KEYS = frozenset({"d_xi", "d_z", "scale_s", "replan_threshold_px", "normalisation", "xi_layout"})
 
     method = METHOD
 
@@ -166,18 +168,10 @@ class KubmPolicy:
     d_z = property(lambda self: self.model.d_z)
 
     # -- planning ------------------------------------------------------------------------
-    def _check(self, name: str, x, d: int) -> np.ndarray:
-        x = np.zeros(0, np.float32) if x is None else np.asarray(x, dtype=np.float32).reshape(-1)
-        if x.shape != (d,):
-            raise ValueError(f"{name} has {x.size} values, the model expects {d}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name} has non-finite values")
-        return x
-
     def lift(self, first, flow, context=None) -> np.ndarray:
         """z for ξ = [first ; s·flow ; s·context] (float64, (d_z,))."""
-        xi = make_xi(self._check("action/qpos", first, self.d_q), self._check("flow", flow, self.d_flow),
-                     self._check("context", context, self.d_c), self.s)
+        xi = make_xi(check_vector("action/qpos", first, self.d_q), check_vector("flow", flow, self.d_flow),
+                     check_vector("context", context, self.d_c), self.s)
         with torch.no_grad():
             return self.model.lift(torch.from_numpy(xi)).double().numpy()
 
@@ -227,19 +221,14 @@ class KubmPolicy:
             "xi_layout": "[action (d_q); s*flow (d_flow); s*context (d_c)]", **self.extra,
         }
 
-    def save(self, directory) -> Path:
-        """Write model.safetensors + config.json into ``directory`` (created)."""
-        return write_policy(directory, METHOD, self.model.state_dict(), self.config_dict())
+    @staticmethod
+    def model_class():
+        return KubmModel
+
+    @staticmethod
+    def config_class():
+        return KubmConfig
 
     @classmethod
-    def load(cls, directory) -> KubmPolicy:
-        directory, meta, w_path = read_policy(directory, METHOD, FORMAT_VERSION, "K-UBM")
-        model = KubmModel(KubmConfig.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
-        load_torch_state(model, w_path, directory)
-        known = {"method", "format", "task", "config_hash", "seed", "config", "d_q", "d_flow", "d_c",
-                 "d_xi", "d_z", "scale_s", "replan_threshold_px", "features", "normalisation", "xi_layout"}
-        policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),
-                     feature_attrs=meta.get("features"), replan_threshold_px=meta.get("replan_threshold_px"),
-                     seed=meta.get("seed"), extra={k: v for k, v in meta.items() if k not in known})
-        policy.source = str(directory)
-        return policy
+    def _load_kwargs(cls, meta: dict) -> dict:
+        return {"replan_threshold_px": meta.get("replan_threshold_px")}

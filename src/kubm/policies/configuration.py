@@ -1,0 +1,42 @@
+"""What every method's typed config shares (LeRobot's ``configuration_*`` pattern): built
+from the pipeline's ``fit.<method>`` dict with unknown keys refused, written back as a
+dict into the model's config.json, and one way to report every invalid setting at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kubm.errors import ConfigError
+
+__all__ = ["PolicyConfig"]
+
+
+class PolicyConfig:
+    """Base of the ``@dataclass`` config classes; ``LABEL`` names the method in messages."""
+
+    LABEL = "policy"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.LABEL} config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def raise_problems(self, problems: list[str]) -> None:
+        """One ConfigError listing every problem found by ``__post_init__`` (none: no error)."""
+        if problems:
+            raise ConfigError(f"invalid {self.LABEL} config: " + "; ".join(problems))
+
+    def check_schedule(self, problems: list[str]) -> None:
+        """The checks shared by the learned methods' schedules."""
+        budget = getattr(self, "time_budget_s", None)
+        if budget is not None and budget <= 0:
+            problems.append(f"time_budget_s={budget} must be > 0 or null")
+        if hasattr(self, "val_demos") and (self.val_demos < 0 or self.val_every < 0):
+            problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
