@@ -130,7 +130,7 @@ class TorchPolicyFiles:
     """Save / load of a policy around a torch model: ``model.safetensors`` + ``config.json``.
 
     The policy class sets ``METHOD``, ``FORMAT_VERSION``, ``LABEL``, ``OWN_KEYS`` (the
-    config.json keys it writes beyond the header) and ``model_class()`` / ``config_class()``,
+    config.json keys it writes beyond the header), ``MODEL_CLASS`` and ``CONFIG_CLASS``,
     keeps the model in ``self.model`` and writes its keys in ``config_dict()``. Keys that are
     neither header nor own keys (training record, provenance) come back in ``extra``.
     """
@@ -139,6 +139,18 @@ class TorchPolicyFiles:
     FORMAT_VERSION: int
     LABEL: str
     OWN_KEYS: frozenset = frozenset()
+    MODEL_CLASS: type
+    CONFIG_CLASS: type
+
+    def _init_policy(self, model, task_id, config_hash, feature_attrs, seed, extra) -> None:
+        """The attributes every saved policy carries (the model in eval mode)."""
+        from kubm.policies.features import recorded_feature_attrs
+
+        self.model = model.eval()
+        self.task_id, self.config_hash, self.seed = task_id, config_hash, seed
+        self.feature_attrs = recorded_feature_attrs(feature_attrs)
+        self.extra = dict(extra or {})
+        self.source: str | None = None  # the directory it was loaded from
 
     def save(self, directory) -> Path:
         """Write model.safetensors + config.json into ``directory`` (created)."""
@@ -156,8 +168,7 @@ class TorchPolicyFiles:
         from kubm.policies.persistence import load_torch_state, read_policy
 
         directory, meta, w_path = read_policy(directory, cls.METHOD, cls.FORMAT_VERSION, cls.LABEL)
-        model = cls.model_class()(cls.config_class().from_dict(meta["config"]), meta["d_q"], meta["d_flow"],
-                                  meta["d_c"])
+        model = cls.MODEL_CLASS(cls.CONFIG_CLASS.from_dict(meta["config"]), meta["d_q"], meta["d_flow"], meta["d_c"])
         load_torch_state(model, w_path, directory)
         known = HEADER_KEYS | cls.OWN_KEYS
         policy = cls(model, task_id=meta.get("task"), config_hash=meta.get("config_hash"),

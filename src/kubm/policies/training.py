@@ -54,3 +54,42 @@ def record_validation(curves: dict, it: int, errors: dict) -> None:
     curves["val_iteration"].append(it)
     curves["val_chunk_rms_rad"].append(errors["chunk_action_rms_rad"])
     curves["val_mean_action_rms_rad"] = errors["mean_action_rms_rad"]
+
+
+def optimiser_step(model, loss, opt, *, method: str, key: str, seed: int, iteration: int,
+                   clip: float | None = None, bar=None) -> float:
+    """One gradient step on ``loss``; a non-finite loss stops the fit (FitDiverged, nothing
+    saved; ``key`` is the method's config key for the hint). Returns the loss value."""
+    import torch
+
+    from kubm.policies.base import FitDiverged
+
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        if bar is not None:
+            bar.close()
+        raise FitDiverged(seed, iteration, f"loss is {value}", method=method,
+                          hint=f"Lower fit.{key}.lr.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return value
+
+
+def end_iteration(curves: dict, cfg, it: int, value: float, elapsed: float, bar, validate=None) -> bool:
+    """Record one iteration in ``curves`` (loss, time), score the held-out chunks with
+    ``validate()`` when due, and return True when the time budget stops the fit."""
+    curves["iteration"].append(it)
+    curves["loss"].append(value)
+    curves["time_s"].append(round(elapsed, 4))
+    bar.update(1)
+    if it % 20 == 0:
+        bar.set_postfix(loss=f"{value:.4g}")
+    budget_hit = budget_reached(cfg, elapsed, it)
+    if validate is not None and validation_due(cfg, it, budget_hit):
+        record_validation(curves, it, validate())
+    if budget_hit:
+        curves["stopped"] = f"time_budget_s after {it} iterations"
+    return budget_hit

@@ -5,7 +5,6 @@ actions, beside always predicting the training-mean action."""
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from kubm.policies.act.modeling_act import ActModel, ActPolicy
 from kubm.policies.chunk_fitting import fit_chunk_policy
 from kubm.policies.features import ChunkData, chunk_errors
-from kubm.policies.training import budget_reached, chunk_curves, plateau, record_validation, validation_due
+from kubm.policies.training import chunk_curves, end_iteration, optimiser_step, plateau
 
 __all__ = ["fit", "predicted_chunk_errors", "train_act"]
 
@@ -37,7 +36,7 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
               desc: str = "fit act") -> dict:
     """Returns curves: iteration, loss, l1, kl, time_s, stopped, plateau, and with ``val`` the
     held-out chunk RMS (val_iteration, val_chunk_rms_rad, val_mean_action_rms_rad). Raises
-    FloatingPointError on a non-finite loss."""
+    FitDiverged on a non-finite loss."""
     from tqdm import tqdm
 
     cfg = model.config
@@ -46,6 +45,7 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     mean_action = data.action.mean(axis=0)
+    validate = None if val is None else (lambda: predicted_chunk_errors(model, val, mean_action))
     curves = chunk_curves("l1", "kl")
     t0 = time.perf_counter()
     model.train()
@@ -54,28 +54,11 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
         obs, act, pad = data.sample(rng, cfg.batch_size, 1, cfg.chunk_size)
         loss, terms = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act),
                                           "pad": torch.from_numpy(pad)}, gen)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            bar.close()
-            raise FloatingPointError(f"ACT fit diverged (seed {seed}, iteration {it}): loss is {value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        value = optimiser_step(model, loss, opt, method="ACT", key="act", seed=seed, iteration=it, clip=cfg.grad_clip, bar=bar)
         elapsed = time.perf_counter() - t0
-        curves["iteration"].append(it)
-        curves["loss"].append(value)
         curves["l1"].append(terms["l1"])
         curves["kl"].append(terms["kl"])
-        curves["time_s"].append(round(elapsed, 4))
-        bar.update(1)
-        if it % 20 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
-        budget_hit = budget_reached(cfg, elapsed, it)
-        if val is not None and validation_due(cfg, it, budget_hit):
-            record_validation(curves, it, predicted_chunk_errors(model, val, mean_action))
-        if budget_hit:
-            curves["stopped"] = f"time_budget_s after {it} iterations"
+        if end_iteration(curves, cfg, it, value, elapsed, bar, validate):
             break
     bar.close()
     model.eval()

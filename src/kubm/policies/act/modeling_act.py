@@ -34,7 +34,6 @@ from kubm.policies.features import (
     block_statistics,
     check_vector,
     policy_header,
-    recorded_feature_attrs,
 )
 
 METHOD = "act"
@@ -148,17 +147,14 @@ class ActPolicy(TorchPolicyFiles):
 
     METHOD, FORMAT_VERSION, LABEL = METHOD, FORMAT_VERSION, "ACT"
     OWN_KEYS = frozenset({"obs_layout"})
+    MODEL_CLASS, CONFIG_CLASS = ActModel, ActConfig
 
     method = METHOD
     n_obs_steps = 1
 
     def __init__(self, model: ActModel, *, task_id: str | None = None, config_hash: str | None = None,
                  feature_attrs: dict | None = None, seed: int | None = None, extra: dict | None = None):
-        self.model = model.eval()
-        self.task_id, self.config_hash, self.seed = task_id, config_hash, seed
-        self.feature_attrs = recorded_feature_attrs(feature_attrs)
-        self.extra = dict(extra or {})
-        self.source: str | None = None
+        self._init_policy(model, task_id, config_hash, feature_attrs, seed, extra)
         self.reset()
 
     config = property(lambda self: self.model.config)
@@ -202,11 +198,3 @@ class ActPolicy(TorchPolicyFiles):
     def config_dict(self) -> dict:
         return {**policy_header(METHOD, FORMAT_VERSION, self, self.config.to_dict()),
                 "obs_layout": "[qpos (d_q); flow latent (d_flow); context (d_c)], standardised", **self.extra}
-
-    @staticmethod
-    def model_class():
-        return ActModel
-
-    @staticmethod
-    def config_class():
-        return ActConfig

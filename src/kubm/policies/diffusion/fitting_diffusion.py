@@ -21,7 +21,6 @@ RMS is recorded beside that of always predicting the training-mean action.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import numpy as np
@@ -31,11 +30,10 @@ from kubm.policies.chunk_fitting import fit_chunk_policy
 from kubm.policies.diffusion.modeling_diffusion import DiffusionModel, DiffusionPolicy, make_schedulers
 from kubm.policies.features import ChunkData, chunk_errors
 from kubm.policies.training import (
-    budget_reached,
     chunk_curves,
+    end_iteration,
+    optimiser_step,
     plateau,
-    record_validation,
-    validation_due,
     warmup_cosine,
 )
 
@@ -125,7 +123,7 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
                     progress: bool = False, desc: str = "fit diffusion") -> dict:
     """Train the U-Net on windows of ``data``; leaves the EMA weights in ``model``. Returns
     curves: iteration, loss, time_s, stopped, plateau, and with ``val`` the held-out chunk
-    RMS (val_iteration, val_chunk_rms_rad, val_mean_action_rms_rad). Raises FloatingPointError
+    RMS (val_iteration, val_chunk_rms_rad, val_mean_action_rms_rad). Raises FitDiverged
     on a non-finite loss."""
     from tqdm import tqdm
 
@@ -138,6 +136,11 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
                             betas=(0.95, 0.999), weight_decay=cfg.weight_decay, foreach=True)
     ema = EMA(params, cfg.ema_decay)
     mean_action = data.action.mean(axis=0)
+
+    def validate():
+        with ema.applied():  # the weights that are saved
+            return sampled_chunk_errors(model, val, mean_action)
+
     curves = chunk_curves()
     t0 = time.perf_counter()
     model.train()
@@ -145,29 +148,12 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
     for it in range(1, cfg.iterations + 1):
         obs, act, _ = data.sample(rng, cfg.batch_size, cfg.n_obs_steps, cfg.horizon)
         loss, _ = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act)}, noise_sched, gen)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            bar.close()
-            raise FloatingPointError(f"Diffusion Policy fit diverged (seed {seed}, iteration {it}): loss is {value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        value = optimiser_step(model, loss, opt, method="Diffusion Policy", key="diffusion", seed=seed, iteration=it, bar=bar)
         ema.update()
         elapsed = time.perf_counter() - t0
         for group in opt.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(it, cfg.lr_warmup_steps, cfg.iterations, elapsed, cfg.time_budget_s)
-        curves["iteration"].append(it)
-        curves["loss"].append(value)
-        curves["time_s"].append(round(elapsed, 4))
-        bar.update(1)
-        if it % 20 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
-        budget_hit = budget_reached(cfg, elapsed, it)
-        if val is not None and validation_due(cfg, it, budget_hit):
-            with ema.applied():  # the weights that are saved
-                record_validation(curves, it, sampled_chunk_errors(model, val, mean_action))
-        if budget_hit:
-            curves["stopped"] = f"time_budget_s after {it} iterations"
+        if end_iteration(curves, cfg, it, value, elapsed, bar, None if val is None else validate):
             break
     bar.close()
     ema.copy_to()

@@ -37,7 +37,6 @@ from kubm.policies.features import (
     block_statistics,
     check_vector,
     policy_header,
-    recorded_feature_attrs,
 )
 
 METHOD = "diffusion"
@@ -221,16 +220,13 @@ class DiffusionPolicy(TorchPolicyFiles):
 
     METHOD, FORMAT_VERSION, LABEL = METHOD, FORMAT_VERSION, "Diffusion Policy"
     OWN_KEYS = frozenset({"obs_layout", "weights"})
+    MODEL_CLASS, CONFIG_CLASS = DiffusionModel, DiffusionConfig
 
     method = METHOD
 
     def __init__(self, model: DiffusionModel, *, task_id: str | None = None, config_hash: str | None = None,
                  feature_attrs: dict | None = None, seed: int | None = None, extra: dict | None = None):
-        self.model = model.eval()
-        self.task_id, self.config_hash, self.seed = task_id, config_hash, seed
-        self.feature_attrs = recorded_feature_attrs(feature_attrs)
-        self.extra = dict(extra or {})
-        self.source: str | None = None
+        self._init_policy(model, task_id, config_hash, feature_attrs, seed, extra)
         _, self.scheduler = make_schedulers(model.config)
         self.reset()
 
@@ -275,11 +271,3 @@ class DiffusionPolicy(TorchPolicyFiles):
         return {**policy_header(METHOD, FORMAT_VERSION, self, self.config.to_dict()),
                 "obs_layout": "[qpos (d_q); flow latent (d_flow); context (d_c)], standardised",
                 "weights": "EMA", **self.extra}
-
-    @staticmethod
-    def model_class():
-        return DiffusionModel
-
-    @staticmethod
-    def config_class():
-        return DiffusionConfig

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from kubm.policies.base import Plan, TorchPolicyFiles
-from kubm.policies.features import RECORDED_ATTRS, check_vector, make_xi
+from kubm.policies.features import check_vector, make_xi
 from kubm.policies.kubm.configuration_kubm import KubmConfig
 
 METHOD = "kubm"
@@ -135,18 +135,15 @@ class KubmPolicy(TorchPolicyFiles):
 
     METHOD, FORMAT_VERSION, LABEL = METHOD, FORMAT_VERSION, "K-UBM"
     OWN_KEYS = frozenset({"d_xi", "d_z", "scale_s", "replan_threshold_px", "normalisation", "xi_layout"})
+    MODEL_CLASS, CONFIG_CLASS = KubmModel, KubmConfig
 
     method = METHOD
 
     def __init__(self, model: KubmModel, *, task_id: str | None = None, config_hash: str | None = None,
                  feature_attrs: dict | None = None, replan_threshold_px: float | None = None,
                  seed: int | None = None, extra: dict | None = None):
-        self.model = model.eval()
-        self.task_id, self.config_hash, self.seed = task_id, config_hash, seed
-        self.feature_attrs = {k: v for k, v in (feature_attrs or {}).items() if k in RECORDED_ATTRS}
+        self._init_policy(model, task_id, config_hash, feature_attrs, seed, extra)
         self.replan_threshold_px = None if replan_threshold_px is None else float(replan_threshold_px)
-        self.extra = dict(extra or {})
-        self.source: str | None = None  # the directory it was loaded from
         self.refresh()
 
     def refresh(self) -> None:
@@ -220,14 +217,6 @@ class KubmPolicy(TorchPolicyFiles):
             "features": self.feature_attrs, "normalisation": stats,
             "xi_layout": "[action (d_q); s*flow (d_flow); s*context (d_c)]", **self.extra,
         }
-
-    @staticmethod
-    def model_class():
-        return KubmModel
-
-    @staticmethod
-    def config_class():
-        return KubmConfig
 
     @classmethod
     def _load_kwargs(cls, meta: dict) -> dict:

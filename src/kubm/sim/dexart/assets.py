@@ -146,22 +146,9 @@ class BucketAssets:
         art.set_root_pose(root)
         q[hinge] = left
         art.set_qpos(q)
-        art.set_qvel(np.zeros(art.dof, np.float32))
-        obj = O.ArticulatedObject(
-            name="bucket",
-            articulation=art,
-            base=base,
-            part=part,
-            joint=joint,
-            q_start=left,
-            q_goal=middle,
-            grip_local=grip_local,
-            root_pose=root,
-            params={"instance": i, "scale": float(self.scale[str(i)]), "pos": pos},
-        )
-        obj.joint_index = hinge
-        obj.link_names = {"bucket_body": base.name, "bucket_handle": part.name}
-        return obj
+        return _at_rest("bucket", art, hinge, base, part, left, middle, grip_local, root,
+                        {"instance": i, "scale": float(self.scale[str(i)]), "pos": pos},
+                        {"bucket_body": base.name, "bucket_handle": part.name})
 
 
 class PartNetAssets:
@@ -263,25 +250,24 @@ class PartNetAssets:
         root = sapien.Pose((pos[0], pos[1], _table_height(art)))
         art.set_root_pose(root)
         art.set_qpos(q)
-        art.set_qvel(np.zeros(art.dof, np.float32))
-        obj = O.ArticulatedObject(
-            name=task,
-            articulation=art,
-            base=base,
-            part=part,
-            joint=joint,
-            q_start=left,
-            q_goal=middle,
-            grip_local=grip_local,
-            root_pose=root,
-            params={"instance": i, "scale": float(self.scale.get(str(i), 1.0)), "pos": pos},
-        )
-        obj.joint_index = k
         from kubm.sim.dexart.tasks import OBJECT_LINKS
 
         base_task, part_task = OBJECT_LINKS[task]
-        obj.link_names = {base_task: base.name, part_task: part.name}
-        return obj
+        return _at_rest(task, art, k, base, part, left, middle, grip_local, root,
+                        {"instance": i, "scale": float(self.scale.get(str(i), 1.0)), "pos": pos},
+                        {base_task: base.name, part_task: part.name})
+
+
+def _at_rest(name: str, art, k: int, base, part, left: float, middle: float, grip_local, root, params: dict,
+             link_names: dict) -> O.ArticulatedObject:
+    """The built object at rest (zero joint velocities), its part's joint k moving from
+    ``left`` (reset) to ``middle`` (goal)."""
+    art.set_qvel(np.zeros(art.dof, np.float32))
+    obj = O.ArticulatedObject(name=name, articulation=art, base=base, part=part, joint=art.active_joints[k],
+                              q_start=left, q_goal=middle, grip_local=grip_local, root_pose=root, params=params)
+    obj.joint_index = k
+    obj.link_names = link_names
+    return obj
 
 
 def _read_toilet_joint(path: Path) -> dict:
