@@ -6,7 +6,7 @@ on the n_val held-out training demos, overall and over the first 50 steps, besid
 time-indexed regression fitted on the same demos. The test seeds are never read.
 
     python benchmarks/kubm_validation.py adroit/relocate --n-val 10 \
-        --variant default '{}' --variant windows20 '{"trajectory_weight": 0, "horizon": 20}'
+        --variant default '{}' --variant windows20 '{"trajectory_weight": 0, "window_steps": 20}'
 
 Prints JSON (and writes it with --out).
 """

@@ -1,9 +1,11 @@
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from kubm.config import ConfigError, load_config, resolve_task, split_task_id, target_tasks, validate
+from kubm.config import DEFAULT_CONFIG, ConfigError, load_config, resolve_task, split_task_id, target_tasks, validate
 
 
 @pytest.fixture
@@ -120,8 +122,8 @@ def test_dexart_assets_keys_validate_and_do_not_rehash_unset_tasks():
     (lambda c: c["suites"]["dexart"]["tasks"]["bucket"]["expert"].update(name="adroit_door"),
      r"expert 'adroit_door' drives \['mujoco'\], not this suite's simulator 'sapien'; experts for sapien: \[.*'dexart_bucket'"),
     (lambda c: (c["suites"]["adroit"]["defaults"].update(methods=["kubm", "diffusion"]),
-                c["fit"]["diffusion"].update(horizon=10)),
-     r"fit\.diffusion \(with suites\.adroit\.tasks\..*\.method_params\.diffusion\): .*horizon=10 must be a multiple of 2\^"),
+                c["fit"]["diffusion"].update(chunk_steps=10)),
+     r"fit\.diffusion \(with suites\.adroit\.tasks\..*\.method_params\.diffusion\): .*chunk_steps=10 must be a multiple of 2\^"),
     (lambda c: (c["suites"]["adroit"]["defaults"].update(methods=["act"]),
                 c["suites"]["adroit"]["tasks"]["pen"].update(method_params={"act": {"chunk_size": 5, "n_action_steps": 9}})),
      r"suites\.adroit\.tasks\.pen\.method_params\.act\): .*n_action_steps=9 must be in \[1, chunk_size=5\]"),
@@ -140,3 +142,56 @@ def test_per_method_seed_counts(base):
     base["fit"]["n_seeds_by_method"] = {"dp": 3}
     with pytest.raises(ConfigError, match=r"fit\.n_seeds_by_method"):
         validate(base)
+
+
+def _stage_hashes() -> dict:
+    """Task and per-method fit hashes of every config profile (what Snakemake's params compare)."""
+    from kubm.config import all_tasks, method_hash
+    from kubm.policies.registry import method_names
+
+    out = {}
+    for prof in ["config/config.yaml", "config/study.yaml", "config/smoke.yaml", "config/smoke_dexart.yaml",
+                 "config/noreplan.yaml"]:
+        cfg = load_config([DEFAULT_CONFIG] + ([Path(prof)] if prof != "config/config.yaml" else []))
+        out[prof] = {f"{s}/{t}": {"task": resolve_task(cfg, s, t).hash(),
+                                  "methods": {m: method_hash(cfg, s, t, m) for m in method_names()}}
+                     for s, t in all_tasks(cfg)}
+    return out
+
+
+def test_renamed_horizons_keep_every_stage_hash():
+    """fit.kubm.horizon → window_steps and fit.diffusion.horizon → chunk_steps changed names,
+    not meanings: every profile's stage hashes equal those recorded before the rename, so no
+    committed result goes stale."""
+    recorded = json.loads((Path(__file__).parent / "data" / "stage_hashes.json").read_text())
+    assert _stage_hashes() == recorded
+
+
+def test_a_real_change_still_changes_the_hash():
+    from kubm.config import method_hash
+
+    cfg = load_config([DEFAULT_CONFIG])
+    before = method_hash(cfg, "adroit", "relocate", "kubm")
+    cfg["fit"]["kubm"]["window_steps"] += 1
+    assert method_hash(cfg, "adroit", "relocate", "kubm") != before
+
+
+@pytest.mark.parametrize("block", ["fit", "method_params"])
+def test_an_old_key_name_names_its_new_name(block):
+    base = load_config([DEFAULT_CONFIG])
+    if block == "fit":
+        base["fit"]["diffusion"]["horizon"] = 16
+        where = r"fit\.diffusion\.horizon was renamed fit\.diffusion\.chunk_steps"
+    else:
+        base["suites"]["adroit"]["tasks"]["relocate"]["method_params"] = {"kubm": {"horizon": 20}}
+        where = r"method_params\.kubm\.horizon was renamed .*method_params\.kubm\.window_steps"
+    with pytest.raises(ConfigError, match=where):
+        validate(base)
+
+
+def test_a_model_saved_with_the_old_key_name_loads():
+    from kubm.policies.diffusion import DiffusionConfig
+    from kubm.policies.kubm import KubmConfig
+
+    assert KubmConfig.from_dict({"horizon": 7}).window_steps == 7
+    assert DiffusionConfig.from_dict({"horizon": 8, "n_action_steps": 4}).chunk_steps == 8

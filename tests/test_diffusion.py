@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**kw) -> DiffusionConfig:
-    base = dict(horizon=4, n_obs_steps=1, n_action_steps=2, down_dims=[16, 32], n_groups=4, step_embed_dim=16,
+    base = dict(chunk_steps=4, n_obs_steps=1, n_action_steps=2, down_dims=[16, 32], n_groups=4, step_embed_dim=16,
                 num_train_timesteps=50, num_inference_steps=10, iterations=400, batch_size=32, lr=3e-3,
                 lr_warmup_steps=20, ema_decay=0.99)
     return DiffusionConfig(**{**base, **kw})
@@ -57,11 +57,11 @@ def test_unet_shapes_and_config_checks():
     net = ConditionalUnet1D(5, 7, [8, 16, 32], 3, 4, 8)
     out = net(torch.randn(3, 8, 5), torch.tensor([0, 5, 9]), torch.randn(3, 7))
     assert out.shape == (3, 8, 5)
-    with pytest.raises(ValueError, match=r"horizon=6 must be a multiple of 2\^\(len\(down_dims\)-1\) = 4"):
-        DiffusionConfig(horizon=6, down_dims=[8, 16, 32], n_groups=4)
-    with pytest.raises(ValueError, match="n_action_steps=9 must be <= horizon=8"):
-        DiffusionConfig(horizon=8, n_action_steps=9)
-    with pytest.raises(ValueError, match=r"unknown Diffusion Policy config key\(s\) \['horizn'\]; known: .*'horizon'"):
+    with pytest.raises(ValueError, match=r"chunk_steps=6 must be a multiple of 2\^\(len\(down_dims\)-1\) = 4"):
+        DiffusionConfig(chunk_steps=6, down_dims=[8, 16, 32], n_groups=4)
+    with pytest.raises(ValueError, match="n_action_steps=9 must be <= chunk_steps=8"):
+        DiffusionConfig(chunk_steps=8, n_action_steps=9)
+    with pytest.raises(ValueError, match=r"unknown Diffusion Policy config key\(s\) \['horizn'\]; known: .*'chunk_steps'"):
         DiffusionConfig.from_dict({"horizn": 8})
     assert DiffusionConfig.from_dict(DiffusionConfig().to_dict()) == DiffusionConfig()
 
@@ -92,7 +92,7 @@ def test_overfits_tiny_dataset_and_acts(tmp_path):
     # save / load: identical predictions (same EMA weights, same sampling noise after reset)
     policy.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert meta["method"] == "diffusion" and meta["d_flow"] == D_FLOW and meta["config"]["horizon"] == 4
+    assert meta["method"] == "diffusion" and meta["d_flow"] == D_FLOW and meta["config"]["chunk_steps"] == 4
     assert policy_class("diffusion") is DiffusionPolicy
     for loaded in (DiffusionPolicy.load(tmp_path / "m"), load_policy(tmp_path / "m")):
         loaded.reset()
@@ -109,7 +109,7 @@ def test_fit_stage_diffusion(tmp_path):
     train = write_features(tmp_path / "train.zarr", n_eps=3, T=16)
     test = write_features(tmp_path / "test.zarr", n_eps=1, T=16, seed=1)
     config = load_config([DEFAULT_CONFIG])
-    config["fit"]["diffusion"].update({"horizon": 4, "n_action_steps": 2, "down_dims": [16, 32], "n_groups": 4,
+    config["fit"]["diffusion"].update({"chunk_steps": 4, "n_action_steps": 2, "down_dims": [16, 32], "n_groups": 4,
                                        "step_embed_dim": 16, "iterations": 20, "batch_size": 8,
                                        "num_inference_steps": 4, "time_budget_s": None})
     task = resolve_task(config, "adroit", "relocate")
@@ -118,4 +118,4 @@ def test_fit_stage_diffusion(tmp_path):
     assert summary["method"] == "diffusion" and summary["seed"] == 0 and summary["iterations"] == 20
     assert {"model.safetensors", "config.json", "curves.json", "loss.png"} <= {p.name for p in out.iterdir()}
     policy = load_policy(out, task_id="adroit/relocate")
-    assert policy.config.horizon == 4 and policy.seed == 0
+    assert policy.config.chunk_steps == 4 and policy.seed == 0

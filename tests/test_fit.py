@@ -76,7 +76,7 @@ def stores(tmp_path):
 
 def setup(**kubm):
     config = load_config([DEFAULT_CONFIG])
-    config["fit"]["kubm"].update({"d_psi": 8, "hidden": [16], "horizon": 5, "iterations": 60,
+    config["fit"]["kubm"].update({"d_psi": 8, "hidden": [16], "window_steps": 5, "iterations": 60,
                                   "starts_per_demo": 6, "lr_K": 3e-3, "lr_g": 3e-3, **kubm})
     return resolve_task(config, "adroit", "relocate"), config
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**kw) -> KubmConfig:
-    base = dict(d_psi=6, horizon=4, hidden=[16], iterations=30, starts_per_demo=4, lr_g=3e-3, lr_K=3e-3)
+    base = dict(d_psi=6, window_steps=4, hidden=[16], iterations=30, starts_per_demo=4, lr_g=3e-3, lr_K=3e-3)
     return KubmConfig(**{**base, **kw})
 
 
@@ -89,7 +89,7 @@ def test_loss_decreases_on_linear_system():
     A = rotation_decay()
     seqs = [np.concatenate([s, s[:, :2] ** 2 - 0.5, s[:, 2:3]], axis=1) for s in linear_sequences(A, n=8)]
     # d_q=3, d_flow=4 (x, x0² − .5, x1² − .5 ... a mildly nonlinear observable), d_c=0
-    cfg = small_config(iterations=150, d_psi=8, horizon=5)
+    cfg = small_config(iterations=150, d_psi=8, window_steps=5)
     torch.manual_seed(0)
     m = KubmModel(cfg, 3, 4, 0)
     m.set_statistics(np.concatenate(seqs), s=1.0)
@@ -106,7 +106,7 @@ def test_recovers_known_stable_linear_system_eigenvalues(dynamics):
     normalize="scale" keeps the system linear (no centring)."""
     A = rotation_decay()
     seqs = linear_sequences(A, n=16, T=40, seed=1)
-    cfg = KubmConfig(d_psi=0, horizon=5, hidden=[], iterations=400, starts_per_demo=8, lr_K=3e-2,
+    cfg = KubmConfig(d_psi=0, window_steps=5, hidden=[], iterations=400, starts_per_demo=8, lr_K=3e-2,
                      clip_K=10.0, normalize="scale", dynamics=dynamics,
                      trajectory_weight=1.0 if dynamics == "modal" else 0.0, window_weight=1.0)
     m = KubmModel(cfg, 2, 2, 0)
@@ -130,7 +130,7 @@ def test_readout_forms_reproduce_a_known_stable_linear_system(dynamics):
     the planner uses: rollouts from held-out initial states follow the true system."""
     A = rotation_decay()
     seqs = linear_sequences(A, n=24, T=40, seed=1)
-    cfg = KubmConfig(d_psi=16, hidden=[], iterations=400, starts_per_demo=8, horizon=10, lr_K=3e-2,
+    cfg = KubmConfig(d_psi=16, hidden=[], iterations=400, starts_per_demo=8, window_steps=10, lr_K=3e-2,
                      lr_g=3e-3, psi_weight=0.0, dynamics=dynamics, theta_init_max=1.0, lift_skip=True)
     torch.manual_seed(0)
     m = KubmModel(cfg, 2, 2, 0)
@@ -174,7 +174,7 @@ def test_K_stays_inside_the_unit_disc_throughout_training():
     A = rotation_decay() * (1.05 / 0.97)
     seqs = linear_sequences(A, n=8, T=30, seed=2)
     cfg = KubmConfig(d_psi=0, hidden=[], iterations=200, lr_K=3e-2, clip_K=10.0, normalize="scale",
-                     horizon=10, check_every=5, dynamics="modal", window_weight=0.3)
+                     window_steps=10, check_every=5, dynamics="modal", window_weight=0.3)
     m = KubmModel(cfg, 2, 2, 0)
     m.set_statistics(np.concatenate(seqs), s=1.0)
     curves = train_kubm(m, seqs, seed=0)
@@ -253,7 +253,7 @@ def test_full_trajectory_loss_beats_short_windows_in_open_loop():
     errs = {}
     for name, kw in {"trajectory": dict(trajectory_weight=1.0, window_weight=0.3),
                      "windows": dict(trajectory_weight=0.0, window_weight=1.0)}.items():
-        cfg = KubmConfig(d_psi=8, hidden=[32], iterations=250, horizon=4, starts_per_demo=8, lr_g=3e-3,
+        cfg = KubmConfig(d_psi=8, hidden=[32], iterations=250, window_steps=4, starts_per_demo=8, lr_g=3e-3,
                          lr_K=1e-2, **kw)
         torch.manual_seed(0)
         m = KubmModel(cfg, 2, 2, 0)

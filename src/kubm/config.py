@@ -135,6 +135,37 @@ def _format_error(err: jsonschema.ValidationError) -> str:
     return f"config key {key}: {err.message}"
 
 
+def _renamed(method: str) -> dict[str, str]:
+    """Keys of fit.<method> renamed since results were first published: old → new."""
+    from kubm.policies.registry import METHODS, config_class
+
+    return dict(getattr(config_class(method), "RENAMED", {})) if method in METHODS else {}
+
+
+def _hash_names(method: str, settings: dict) -> dict:
+    """``settings`` under the key names the stage hashes were first computed with, so a rename
+    that keeps a setting's meaning keeps every hash (and every result) valid."""
+    back = {new: old for old, new in _renamed(method).items()}
+    return {back.get(k, k): v for k, v in settings.items()} if back else settings
+
+
+def _check_renamed(config: dict) -> None:
+    """An old key name gets a message that names the new one (the schema would only say unknown)."""
+    blocks = [(f"fit.{m}", (config.get("fit") or {}).get(m)) for m in method_names()]
+    for suite, scfg in (config.get("suites") or {}).items():
+        for task, tcfg in ((scfg or {}).get("tasks") or {}).items():
+            for m, over in ((tcfg or {}).get("method_params") or {}).items():
+                blocks.append((f"suites.{suite}.tasks.{task}.method_params.{m}", over))
+    for where, block in blocks:
+        if not isinstance(block, dict):
+            continue
+        method = where.rsplit(".", 1)[1]
+        for old, new in _renamed(method).items() if method in method_names() else ():
+            if old in block:
+                raise ConfigError(f"config key {where}.{old} was renamed {where}.{new} (same meaning); "
+                                  f"rename it in your config file")
+
+
 def method_names() -> tuple[str, ...]:
     """Every method a task may list (the registry's)."""
     from kubm.policies.registry import method_names as names
@@ -159,6 +190,7 @@ def validate(config: dict) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping, got {type(config).__name__}")
     config = copy.deepcopy(config)
+    _check_renamed(config)
     sch = schema()
     errors = sorted(_validator(method_names()).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
@@ -245,7 +277,10 @@ class TaskConfig:
 
     def hash(self) -> str:
         """Hash of everything that determines this task's data (recorded in store attrs)."""
-        blob = json.dumps({"simulator": self.simulator, **self.settings}, sort_keys=True)
+        settings = dict(self.settings)
+        if settings.get("method_params"):
+            settings["method_params"] = {m: _hash_names(m, over) for m, over in settings["method_params"].items()}
+        blob = json.dumps({"simulator": self.simulator, **settings}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -344,7 +379,7 @@ def with_method_config(config: dict, suite: str, task: str, method: str) -> dict
 def method_hash(config: dict, suite: str, task: str, method: str) -> str:
     """Hash of what one method's fit reads, so changing one method reruns only its nodes."""
     blob = json.dumps([resolve_task(config, suite, task).simulator, method,
-                       method_config(config, suite, task, method)], sort_keys=True)
+                       _hash_names(method, method_config(config, suite, task, method))], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

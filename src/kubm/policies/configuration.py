@@ -16,9 +16,11 @@ class PolicyConfig:
     """Base of the ``@dataclass`` config classes; ``LABEL`` names the method in messages."""
 
     LABEL = "policy"
+    RENAMED: dict[str, str] = {}  # keys renamed since models were first saved: old → new
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
+        d = {cls.RENAMED.get(k, k): v for k, v in d.items()}  # a model saved before a rename loads
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

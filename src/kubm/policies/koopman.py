@@ -95,7 +95,7 @@ def openloop_errors(policy, episodes, ae=None) -> dict:
             if cd is not None:
                 c_d[k].append(cd[k])
     out = {
-        "horizon": list(range(1, T_max + 1)),  # plan step k+1 = K^{k+1} z_0
+        "plan_step": list(range(1, T_max + 1)),  # plan step k+1 = K^{k+1} z_0
         "action_rms_rad": [float(np.sqrt(np.mean(v))) for v in a_se],
         "flow_latent_rms": [float(np.sqrt(np.mean(v))) for v in f_se],
         "centroid_px": [float(np.mean(v)) for v in c_d] if ae is not None else None,
@@ -138,7 +138,7 @@ def _plot_openloop(ol: dict, path: Path) -> None:
         panels.append(("centroid_px", "decoded centroid error (px)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, label) in zip(np.atleast_1d(axes), panels):
-        ax.plot(ol["horizon"], ol[key], lw=1)
+        ax.plot(ol["plan_step"], ol[key], lw=1)
         ax.set_xlabel("horizon (steps from ξ₋₁)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -19,9 +19,10 @@ PREDICTION_TYPES = ("epsilon", "sample")
 @dataclass
 class DiffusionConfig(PolicyConfig):
     LABEL = "Diffusion Policy"
+    RENAMED = {"horizon": "chunk_steps"}  # old name → new (models saved before the rename)
 
     # --- pipeline keys: fit.diffusion.* --------------------------------------------------
-    horizon: int = 16  # predicted action chunk a_t … a_{t+horizon−1}
+    chunk_steps: int = 16  # predicted action chunk a_t … a_{t+chunk_steps−1} (was `horizon`)
     n_obs_steps: int = 2  # observations o_{t−n_obs+1} … o_t conditioned on
     n_action_steps: int = 8  # actions of each chunk executed before predicting again
     down_dims: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -48,16 +49,16 @@ class DiffusionConfig(PolicyConfig):
     def __post_init__(self) -> None:
         self.down_dims = [int(d) for d in self.down_dims]
         problems = []
-        for name in ("horizon", "n_obs_steps", "n_action_steps", "kernel_size", "n_groups", "num_train_timesteps",
+        for name in ("chunk_steps", "n_obs_steps", "n_action_steps", "kernel_size", "n_groups", "num_train_timesteps",
                      "num_inference_steps", "iterations", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        if self.n_action_steps > self.horizon:
-            problems.append(f"n_action_steps={self.n_action_steps} must be <= horizon={self.horizon}")
+        if self.n_action_steps > self.chunk_steps:
+            problems.append(f"n_action_steps={self.n_action_steps} must be <= chunk_steps={self.chunk_steps}")
         if not self.down_dims or any(d < 1 for d in self.down_dims):
             problems.append(f"down_dims={self.down_dims} needs at least one width >= 1")
-        elif self.horizon % 2 ** (len(self.down_dims) - 1):
-            problems.append(f"horizon={self.horizon} must be a multiple of 2^(len(down_dims)-1) = "
+        elif self.chunk_steps % 2 ** (len(self.down_dims) - 1):
+            problems.append(f"chunk_steps={self.chunk_steps} must be a multiple of 2^(len(down_dims)-1) = "
                             f"{2 ** (len(self.down_dims) - 1)} (the U-Net halves it per level)")
         elif any(d % self.n_groups for d in self.down_dims):
             problems.append(f"down_dims={self.down_dims} must be multiples of n_groups={self.n_groups}")

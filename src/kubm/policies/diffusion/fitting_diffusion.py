@@ -6,8 +6,8 @@ choice); MSE; AdamW with linear warm-up and cosine decay to an iteration count; 
 the weights (warm-up ``min(decay, (1+k)/(10+k))``) is what is evaluated and saved.
 
 Why x₀ by default: the reference U-Net never concatenates its finest level's skip, so at full
-time resolution the output is rebuilt from the level below, ``down_dims[0] × horizon/2``
-numbers. To predict ε the network must pass white noise of ``horizon × d_action`` numbers
+time resolution the output is rebuilt from the level below, ``down_dims[0] × chunk_steps/2``
+numbers. To predict ε the network must pass white noise of ``chunk_steps × d_action`` numbers
 through that: with the CPU-sized widths (32 channels, 16 steps, 30 joints: 256 < 480) it
 cannot, and the ε-loss stalls near 0.4–0.9 at every noise level, even where ε ≈ x_t. A
 clean action chunk is smooth and compressible, so x₀-prediction fits at the same width
@@ -86,7 +86,7 @@ def sampled_chunk_errors(model: DiffusionModel, data: ChunkData, mean_action: np
         return model.sample(torch.as_tensor(obs, dtype=torch.float32), ddim, gen).numpy()
 
     try:
-        return chunk_errors(predict, data, model.config.n_obs_steps, model.config.horizon, mean_action, max_windows)
+        return chunk_errors(predict, data, model.config.n_obs_steps, model.config.chunk_steps, mean_action, max_windows)
     finally:
         model.train(was_training)
 
@@ -103,7 +103,7 @@ def denoising_errors(model: DiffusionModel, data: ChunkData, steps=None, n_windo
     steps = list(steps) if steps is not None else sorted({0, T // 10, T // 2, int(0.9 * T), T - 1})
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    obs, act, _ = data.sample(rng, n_windows, cfg.n_obs_steps, cfg.horizon)
+    obs, act, _ = data.sample(rng, n_windows, cfg.n_obs_steps, cfg.chunk_steps)
     x0 = model.normalise_action(torch.from_numpy(act))
     cond = model.condition(torch.from_numpy(obs))
     out = {}
@@ -146,7 +146,7 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
     model.train()
     bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
     for it in range(1, cfg.iterations + 1):
-        obs, act, _ = data.sample(rng, cfg.batch_size, cfg.n_obs_steps, cfg.horizon)
+        obs, act, _ = data.sample(rng, cfg.batch_size, cfg.n_obs_steps, cfg.chunk_steps)
         loss, _ = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act)}, noise_sched, gen)
         value = optimiser_step(model, loss, opt, method="Diffusion Policy", key="diffusion", seed=seed, iteration=it, bar=bar)
         ema.update()

@@ -202,7 +202,7 @@ class DiffusionModel(nn.Module):
     def sample(self, obs: torch.Tensor, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, n_obs, d_obs) → (B, H, d_q) actions (denormalised, clipped to the action limits)."""
         cond = self.condition(obs)
-        x = torch.randn((obs.shape[0], self.config.horizon, self.d_q), generator=generator)
+        x = torch.randn((obs.shape[0], self.config.chunk_steps, self.d_q), generator=generator)
         scheduler.set_timesteps(self.config.num_inference_steps)
         for t in scheduler.timesteps:
             out = self.unet(x, t, cond)
@@ -232,7 +232,7 @@ class DiffusionPolicy(TorchPolicyFiles):
 
     config = property(lambda self: self.model.config)
     n_obs_steps = property(lambda self: self.model.config.n_obs_steps)
-    chunk_size = property(lambda self: self.model.config.horizon)
+    chunk_size = property(lambda self: self.model.config.chunk_steps)
     d_q = property(lambda self: self.model.d_q)
     d_flow = property(lambda self: self.model.d_flow)
     d_c = property(lambda self: self.model.d_c)
@@ -248,7 +248,7 @@ class DiffusionPolicy(TorchPolicyFiles):
                                check_vector("context", context, self.d_c)])
 
     def predict_chunk(self, obs_history: np.ndarray) -> np.ndarray:
-        """(n_obs, d_obs) raw observations (oldest first) → (horizon, d_q) actions."""
+        """(n_obs, d_obs) raw observations (oldest first) → (chunk_steps, d_q) actions."""
         obs = torch.as_tensor(np.asarray(obs_history, np.float32))[None]
         return self.model.sample(obs, self.scheduler, self._gen)[0].numpy()
 

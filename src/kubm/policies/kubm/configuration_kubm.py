@@ -28,6 +28,7 @@ DYNAMICS = ("increment", "readout", "modal", "dense")
 @dataclass
 class KubmConfig(PolicyConfig):
     LABEL = "K-UBM"
+    RENAMED = {"horizon": "window_steps"}  # old name → new (models saved before the rename)
 
     # --- pipeline keys: fit.kubm.* -------------------------------------------------------
     d_psi: int = 1024  # learned lift dimensions beyond ξ
@@ -35,7 +36,7 @@ class KubmConfig(PolicyConfig):
     dynamics: str = "readout"  # modal: K = P·blockdiag(r R(θ))·P⁻¹, ρ < 1 by construction; dense: free K
     trajectory_weight: float = 1.0  # full-horizon rollouts from ξ_{-1}, every demo and step
     window_weight: float = 0.1  # rollouts from later states (what a replan starts from)
-    horizon: int = 40  # steps of each window
+    window_steps: int = 40  # steps of each window (was `horizon`)
     starts_per_demo: int = 4  # windows per demo and iteration
     lift_skip: bool = True  # g(ξ̂) = W ξ̂ + MLP(ξ̂): a linear path beside the MLP
     psi_weight: float = 0.0  # loss weight of the lifted block relative to the ξ block
@@ -66,8 +67,8 @@ class KubmConfig(PolicyConfig):
         problems = []
         if self.d_psi < 0:
             problems.append(f"d_psi={self.d_psi} must be >= 0")
-        if self.horizon < 1:
-            problems.append(f"horizon={self.horizon} must be >= 1")
+        if self.window_steps < 1:
+            problems.append(f"window_steps={self.window_steps} must be >= 1")
         if any(h < 1 for h in self.hidden):
             problems.append(f"hidden={self.hidden} widths must be >= 1")
         for name in ("lr_g", "lr_K", "clip_K"):

@@ -7,10 +7,10 @@ on the lifted states (state block weight 1, lifted block ``psi_weight``):
 - **trajectory**: for every demo, the full rollout from ξ_{-1} against the lifted true
   ξ_0 … ξ_{T-1} (every step of every demo, every iteration);
 - **windows**: ``starts_per_demo`` later start states per demo (seeded), each rolled out
-  ``horizon`` steps: what a replan starts from.
+  ``window_steps`` steps: what a replan starts from.
 
 ``loss = trajectory_weight · trajectory + window_weight · windows``. The paper's
-coherence loss is the special case ``trajectory_weight = 0``, ``horizon = 20``,
+coherence loss is the special case ``trajectory_weight = 0``, ``window_steps = 20``,
 ``dynamics = "dense"``.
 
 Dynamics (``config.dynamics``):
@@ -315,7 +315,7 @@ def kubm_loss(model: KubmModel, dynamics: nn.Module, data: _Data, windows, dim_w
 def init_readout(model: KubmModel, dynamics: ReadoutDynamics, data: _Data, cfg) -> dict:
     """Closed-form read-out: with the lift and D fixed, every predicted state is linear in C,
     so C is the ridge least-squares fit over the same two parts the loss has: every step of
-    every demo's rollout from ξ_{-1}, and (weight ``window_weight``) rollouts of ``horizon``
+    every demo's rollout from ξ_{-1}, and (weight ``window_weight``) rollouts of ``window_steps``
     steps from ``calib``-style evenly spaced later states of every demo. Each output
     dimension is a separate least-squares problem, so the action weight does not enter.
     Gradient descent then refines g, r, θ and C from this start."""
@@ -336,7 +336,7 @@ def init_readout(model: KubmModel, dynamics: ReadoutDynamics, data: _Data, cfg) 
     G, R = cfg.trajectory_weight * F.T @ F / len(F), cfg.trajectory_weight * F.T @ Y / len(F)
     if cfg.window_weight > 0:  # evenly spaced later starts, deterministic
         frac = (np.arange(cfg.starts_per_demo)[None] + 0.5) / cfg.starts_per_demo
-        Fw, Yw = normal_equations(*data.windows_at(frac, cfg.horizon))
+        Fw, Yw = normal_equations(*data.windows_at(frac, cfg.window_steps))
         G = G + cfg.window_weight * Fw.T @ Fw / len(Fw)
         R = R + cfg.window_weight * Fw.T @ Yw / len(Fw)
     scale = float(torch.diagonal(G).mean()) or 1.0
@@ -396,7 +396,7 @@ def train_kubm(model: KubmModel, sequences: list[np.ndarray], *, seed: int, prog
         scale = cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac))
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * scale
-        windows = data.windows(rng, cfg.starts_per_demo, cfg.horizon) if cfg.window_weight > 0 else None
+        windows = data.windows(rng, cfg.starts_per_demo, cfg.window_steps) if cfg.window_weight > 0 else None
         loss, terms = kubm_loss(model, dynamics, data, windows, dim_w)
         value = float(loss.detach())
         if not math.isfinite(value):

@@ -22,7 +22,7 @@ def _openloop_actions(policy, episodes) -> dict:
     step and overall (the plans carry no flow)."""
     e = plan_errors(policy, episodes)
     per_step = e["action_rms_rad_per_step"]
-    return {"horizon": list(range(1, len(per_step) + 1)), "action_rms_rad": per_step, "n_demos": e["n_demos"],
+    return {"plan_step": list(range(1, len(per_step) + 1)), "action_rms_rad": per_step, "n_demos": e["n_demos"],
             "action_rms_rad_overall": e["action_rms_rad"]}
 
 
