@@ -4,12 +4,17 @@ dict into the model's config.json, and one way to report every invalid setting a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from kubm.errors import ConfigError
 
-__all__ = ["PolicyConfig"]
+__all__ = ["PolicyConfig", "pipeline_defaults", "schema_defaults"]
 
 
 class PolicyConfig:
@@ -42,3 +47,29 @@ class PolicyConfig:
             problems.append(f"time_budget_s={budget} must be > 0 or null")
         if hasattr(self, "val_demos") and (self.val_demos < 0 or self.val_every < 0):
             problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
+
+
+@functools.lru_cache(maxsize=None)
+def schema_defaults(method: str) -> dict[str, Any]:
+    """The defaults of ``fit.<method>.*`` in the config schema (the one place they are written)."""
+    sch = yaml.safe_load(resources.files("kubm").joinpath("schemas/config.schema.yaml").read_text())
+    props = sch["properties"]["fit"]["properties"].get(method, {}).get("properties", {})
+    return {k: p["default"] for k, p in props.items() if "default" in p}
+
+
+def pipeline_defaults(method: str):
+    """Class decorator, applied before ``@dataclass``: every annotated field that is a
+    pipeline key ``fit.<method>.<name>`` and has no default in the class body gets the
+    schema's default, so the schema is the only place a pipeline default is written."""
+
+    def decorate(cls):
+        defaults = schema_defaults(method)
+        for name in cls.__dict__.get("__annotations__", {}):
+            if name in defaults and name not in cls.__dict__:
+                value = defaults[name]
+                if isinstance(value, (list, dict)):
+                    value = dataclasses.field(default_factory=functools.partial(copy.deepcopy, value))
+                setattr(cls, name, value)
+        return cls
+
+    return decorate

@@ -10,34 +10,35 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from kubm.policies.configuration import PolicyConfig
+from kubm.policies.configuration import PolicyConfig, pipeline_defaults
 
 
 @dataclass
+@pipeline_defaults("act")
 class ActConfig(PolicyConfig):
     LABEL = "ACT"
 
-    # --- pipeline keys: fit.act.* --------------------------------------------------------
-    chunk_size: int = 20  # actions predicted per query
-    temporal_agg: bool = True  # temporal ensembling over every chunk that covers the step
-    ensemble_k: float = 0.01  # weights exp(−k·i), i = 0 the oldest prediction
-    n_action_steps: int | None = None  # without temporal_agg: actions executed per chunk (None = chunk_size)
-    d_model: int = 128
-    n_heads: int = 4
-    n_encoder_layers: int = 2
-    n_decoder_layers: int = 2
-    n_vae_encoder_layers: int = 2
-    dim_feedforward: int = 512
-    dropout: float = 0.1
-    latent_dim: int = 32
-    kl_weight: float = 10.0
-    iterations: int = 3000
-    batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    time_budget_s: float | None = None
-    val_demos: int = 5  # training demos held out for the validation chunk error (0: none)
-    val_every: int = 500  # iterations between validation checks
+    # --- pipeline keys: fit.act.* (defaults: the config schema, via pipeline_defaults) ---
+    chunk_size: int  # actions predicted per query
+    temporal_agg: bool  # temporal ensembling over every chunk that covers the step
+    ensemble_k: float  # weights exp(−k·i), i = 0 the oldest prediction
+    n_action_steps: int | None  # without temporal_agg: actions executed per chunk (None = chunk_size)
+    d_model: int
+    n_heads: int
+    n_encoder_layers: int
+    n_decoder_layers: int
+    n_vae_encoder_layers: int
+    dim_feedforward: int
+    dropout: float
+    latent_dim: int
+    kl_weight: float
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    time_budget_s: float | None
+    val_demos: int  # training demos held out for the validation chunk error (0: none)
+    val_every: int  # iterations between validation checks
     # --- not pipeline keys ----------------------------------------------------------------
     grad_clip: float = 10.0
 

@@ -8,38 +8,39 @@ the model's ``config.json``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from kubm.policies.configuration import PolicyConfig
+from kubm.policies.configuration import PolicyConfig, pipeline_defaults
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample")
 
 
 @dataclass
+@pipeline_defaults("diffusion")
 class DiffusionConfig(PolicyConfig):
     LABEL = "Diffusion Policy"
     RENAMED = {"horizon": "chunk_steps"}  # old name → new (models saved before the rename)
 
-    # --- pipeline keys: fit.diffusion.* --------------------------------------------------
-    chunk_steps: int = 16  # predicted action chunk a_t … a_{t+chunk_steps−1} (was `horizon`)
-    n_obs_steps: int = 2  # observations o_{t−n_obs+1} … o_t conditioned on
-    n_action_steps: int = 8  # actions of each chunk executed before predicting again
-    down_dims: list[int] = field(default_factory=lambda: [32, 64, 128])
-    kernel_size: int = 5
-    n_groups: int = 8
-    step_embed_dim: int = 64
-    num_train_timesteps: int = 100
-    num_inference_steps: int = 10
-    iterations: int = 4000
-    batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-6
-    ema_decay: float = 0.999
-    time_budget_s: float | None = None
-    prediction_type: str = "sample"  # x0; "epsilon" needs a far wider U-Net (fitting_diffusion.py)
-    val_demos: int = 5  # training demos held out for the validation chunk error (0: none)
-    val_every: int = 500  # iterations between validation checks
+    # --- pipeline keys: fit.diffusion.* (defaults: the config schema, via pipeline_defaults) ---
+    chunk_steps: int  # predicted action chunk a_t … a_{t+chunk_steps−1} (was `horizon`)
+    n_obs_steps: int  # observations o_{t−n_obs+1} … o_t conditioned on
+    n_action_steps: int  # actions of each chunk executed before predicting again
+    down_dims: list[int]
+    kernel_size: int
+    n_groups: int
+    step_embed_dim: int
+    num_train_timesteps: int
+    num_inference_steps: int
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    ema_decay: float
+    time_budget_s: float | None
+    prediction_type: str  # x0; "epsilon" needs a far wider U-Net (fitting_diffusion.py)
+    val_demos: int  # training demos held out for the validation chunk error (0: none)
+    val_every: int  # iterations between validation checks
     # --- not pipeline keys ----------------------------------------------------------------
     beta_schedule: str = "squaredcos_cap_v2"
     lr_warmup_steps: int = 100

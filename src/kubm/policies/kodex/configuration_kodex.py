@@ -10,23 +10,24 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from kubm.policies.configuration import PolicyConfig
+from kubm.policies.configuration import PolicyConfig, pipeline_defaults
 
 NORMALIZE = ("standard", "scale", "none")
 
 
 @dataclass
+@pipeline_defaults("kodex")
 class KodexConfig(PolicyConfig):
     LABEL = "KODex"
 
-    # --- pipeline keys: fit.kodex.* ------------------------------------------------------
-    degree: int = 2  # highest monomial degree of the polynomial lift (1 = linear: z = ξ̄)
+    # --- pipeline keys: fit.kodex.* (defaults: the config schema, via pipeline_defaults) ---
+    degree: int  # highest monomial degree of the polynomial lift (1 = linear: z = ξ̄)
     # leading PCA components of ξ̄ (whitened) whose monomials of degree 2..degree enter the
     # lift; null = every dimension of ξ̄ itself (no PCA: ~13k dims at degree 2 for d_ξ≈160)
-    pca_components: int | None = 40
-    ridge: float = 1e-4  # λ of K = (A Gᵀ/N)(G Gᵀ/N + λI)⁻¹
-    constant: bool = True  # a constant 1 in the lift (affine dynamics in ξ̄)
-    calib_horizon: int = 20  # replan-threshold calibration: steps rolled out per start
+    pca_components: int | None
+    ridge: float  # λ of K = (A Gᵀ/N)(G Gᵀ/N + λI)⁻¹
+    constant: bool  # a constant 1 in the lift (affine dynamics in ξ̄)
+    calib_horizon: int  # replan-threshold calibration: steps rolled out per start
     # --- not pipeline keys ----------------------------------------------------------------
     normalize: str = "standard"  # ξ̄ = (ξ−mean)/std | ξ/std | ξ  (as K-UBM's normalize)
     calib_starts_per_demo: int = 8

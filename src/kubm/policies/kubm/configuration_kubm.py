@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from kubm.policies.configuration import PolicyConfig
+from kubm.policies.configuration import PolicyConfig, pipeline_defaults
 
 ACTIVATIONS = ("tanh", "gelu")
 # How ξ is normalised before it becomes the state block of z (see modeling_kubm):
@@ -26,26 +26,27 @@ DYNAMICS = ("increment", "readout", "modal", "dense")
 
 
 @dataclass
+@pipeline_defaults("kubm")
 class KubmConfig(PolicyConfig):
     LABEL = "K-UBM"
     RENAMED = {"horizon": "window_steps"}  # old name → new (models saved before the rename)
 
-    # --- pipeline keys: fit.kubm.* -------------------------------------------------------
-    d_psi: int = 1024  # learned lift dimensions beyond ξ
-    hidden: list[int] = field(default_factory=lambda: [256, 256])  # widths of g_θ
-    dynamics: str = "readout"  # modal: K = P·blockdiag(r R(θ))·P⁻¹, ρ < 1 by construction; dense: free K
-    trajectory_weight: float = 1.0  # full-horizon rollouts from ξ_{-1}, every demo and step
-    window_weight: float = 0.1  # rollouts from later states (what a replan starts from)
-    window_steps: int = 40  # steps of each window (was `horizon`)
-    starts_per_demo: int = 4  # windows per demo and iteration
-    lift_skip: bool = True  # g(ξ̂) = W ξ̂ + MLP(ξ̂): a linear path beside the MLP
-    psi_weight: float = 0.0  # loss weight of the lifted block relative to the ξ block
-    action_weight: float = 4.0  # loss weight of the action dims relative to the other ξ dims
-    lr_g: float = 1e-3
-    lr_K: float = 3e-3  # the dynamics' Adam rate (P, ν, θ; or the dense K)
-    clip_K: float = 1.0  # clip_grad_norm_ on the dynamics' parameters
-    iterations: int = 200
-    time_budget_s: float | None = None  # optional extra wall-clock cap (makes fits machine-dependent)
+    # --- pipeline keys: fit.kubm.* (defaults: the config schema, via pipeline_defaults) ---
+    d_psi: int  # learned lift dimensions beyond ξ
+    hidden: list[int]  # widths of g_θ
+    dynamics: str  # modal: K = P·blockdiag(r R(θ))·P⁻¹, ρ < 1 by construction; dense: free K
+    trajectory_weight: float  # full-horizon rollouts from ξ_{-1}, every demo and step
+    window_weight: float  # rollouts from later states (what a replan starts from)
+    window_steps: int  # steps of each window (was `horizon`)
+    starts_per_demo: int  # windows per demo and iteration
+    lift_skip: bool  # g(ξ̂) = W ξ̂ + MLP(ξ̂): a linear path beside the MLP
+    psi_weight: float  # loss weight of the lifted block relative to the ξ block
+    action_weight: float  # loss weight of the action dims relative to the other ξ dims
+    lr_g: float
+    lr_K: float  # the dynamics' Adam rate (P, ν, θ; or the dense K)
+    clip_K: float  # clip_grad_norm_ on the dynamics' parameters
+    iterations: int
+    time_budget_s: float | None  # optional extra wall-clock cap (makes fits machine-dependent)
     # --- not pipeline keys (ablations, tests) ---------------------------------------------
     activation: str = "tanh"
     normalize: str = "standard"

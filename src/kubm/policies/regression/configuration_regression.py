@@ -6,15 +6,16 @@ import dataclasses
 from dataclasses import dataclass
 
 from kubm.errors import ConfigError
-from kubm.policies.configuration import PolicyConfig
+from kubm.policies.configuration import PolicyConfig, pipeline_defaults
 
 
 @dataclass
+@pipeline_defaults("regression")
 class RegressionConfig(PolicyConfig):
     LABEL = "regression"
 
-    # --- pipeline keys: fit.regression.* -------------------------------------------------
-    ridge: float = 0.1  # λ on standardised inputs: W_t = (XᵀX/N + λI)⁻¹ XᵀY_t/N (bias unpenalised)
+    # --- pipeline keys: fit.regression.* (defaults: the config schema, via pipeline_defaults) ---
+    ridge: float  # λ on standardised inputs: W_t = (XᵀX/N + λI)⁻¹ XᵀY_t/N (bias unpenalised)
 
 
     def __post_init__(self) -> None:
