@@ -11,18 +11,7 @@ import numpy as np
 from kubm.errors import ConfigError
 from kubm.perception.errors import BackendUnavailable
 from kubm.perception.weights import raise_if_damaged
-from kubm.perception.segmentation_types import (
-    RANDOM,
-    SegPrompt,
-    _check_frames,
-    _check_prompt_frame,
-    _cuda_available,
-    _has_package,
-    _resolve_device,
-    _resolve_or_unavailable,
-    _sha16,
-    _write_jpegs,
-)
+from kubm.perception import segmentation_types as common
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +34,22 @@ class Sam2Segmenter:
                  device: str = "cpu"):
         if model not in SAM2_CONFIGS:
             raise ConfigError(f"unknown sam2 model {model!r}; one of {sorted(SAM2_CONFIGS)}")
-        if not _has_package("sam2"):
+        if not common._has_package("sam2"):
             raise BackendUnavailable(
                 "sam2 is not installed: SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation "
                 "sam2==1.1.0 hydra-core iopath (see scripts/setup.sh), or use segment.backend: sim")
-        device = _resolve_device(device)
-        if device.startswith("cuda") and not _cuda_available():
+        device = common._resolve_device(device)
+        if device.startswith("cuda") and not common._cuda_available():
             raise BackendUnavailable(f"sam2: device {device!r} asked for but torch.cuda.is_available() is "
                                      "False; set segment.device: cpu (or auto)")
         self.model, self.image_size, self.device = model, int(image_size), device
         self.config_file = SAM2_CONFIGS[model]
-        if checkpoint == RANDOM:
+        if checkpoint == common.RANDOM:
             self.checkpoint = None
             log.warning("!" * 72 + "\n!! sam2 with RANDOM weights (checkpoint: random): masks are meaningless."
                         " For tests only.\n" + "!" * 72)
         else:
-            self.checkpoint = _resolve_or_unavailable("sam2", f"sam2.1_hiera_{model}", checkpoint)
+            self.checkpoint = common._resolve_or_unavailable("sam2", f"sam2.1_hiera_{model}", checkpoint)
 
         from sam2.build_sam import build_sam2_video_predictor  # lazy: initialises Hydra on import
 
@@ -75,13 +64,13 @@ class Sam2Segmenter:
             raise_if_damaged(f"sam2.1_hiera_{model}", self.checkpoint, e)
             raise
 
-    def segment(self, frames: np.ndarray, prompt: SegPrompt, *, seg: np.ndarray | None = None) -> np.ndarray:
+    def segment(self, frames: np.ndarray, prompt: common.SegPrompt, *, seg: np.ndarray | None = None) -> np.ndarray:
         """``seg`` is ignored; accepted so one call fits every backend."""
         import torch
 
-        frames = _check_frames(frames)
+        frames = common._check_frames(frames)
         T, H, W = frames.shape[:3]
-        f0 = _check_prompt_frame(prompt, T)
+        f0 = common._check_prompt_frame(prompt, T)
         if prompt.mask is None and prompt.box is None and prompt.points is None:
             raise ConfigError("sam2 needs a mask, box or points prompt (text prompts are sam3 only)")
         out = np.zeros((T, H, W), bool)
@@ -89,7 +78,7 @@ class Sam2Segmenter:
                 warnings.catch_warnings():
             # sam2 built without its CUDA extension warns on every frame; it only skips hole filling.
             warnings.filterwarnings("ignore", message="cannot import name '_C'")
-            _write_jpegs(frames, d)
+            common._write_jpegs(frames, d)
             state = self.predictor.init_state(video_path=d)
             if prompt.mask is not None:  # the richest prompt wins; SAM 2 cannot mix mask and clicks
                 mask = np.asarray(prompt.mask, bool)
@@ -115,6 +104,6 @@ class Sam2Segmenter:
     def describe(self) -> dict:
         ckpt = self.checkpoint
         return {"backend": "sam2", "model": f"sam2.1_hiera_{self.model}", "config": self.config_file,
-                "checkpoint": RANDOM if ckpt is None else str(ckpt),
-                "checkpoint_sha256": RANDOM if ckpt is None else _sha16(ckpt),
+                "checkpoint": common.RANDOM if ckpt is None else str(ckpt),
+                "checkpoint_sha256": common.RANDOM if ckpt is None else common._sha16(ckpt),
                 "image_size": self.image_size, "device": self.device, "selection": self.selection}

@@ -14,18 +14,7 @@ import numpy as np
 from kubm.errors import ConfigError
 from kubm.perception.errors import BackendUnavailable
 from kubm.perception.weights import raise_if_damaged
-from kubm.perception.segmentation_types import (
-    RANDOM,
-    SegPrompt,
-    _check_frames,
-    _check_prompt_frame,
-    _cuda_available,
-    _has_package,
-    _resolve_device,
-    _resolve_or_unavailable,
-    _sha16,
-    _write_jpegs,
-)
+from kubm.perception import segmentation_types as common
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +65,18 @@ class Sam3Segmenter:
         self.device = device
         if predictor is not None:  # injected (tests, or a caller-built predictor)
             self.predictor = predictor
-            self.checkpoint = None if checkpoint in (None, RANDOM) else Path(checkpoint)
+            self.checkpoint = None if checkpoint in (None, common.RANDOM) else Path(checkpoint)
             return
-        device = _resolve_device(device)
-        if not device.startswith("cuda") or not _cuda_available():
+        device = common._resolve_device(device)
+        if not device.startswith("cuda") or not common._cuda_available():
             raise BackendUnavailable(
-                f"sam3 needs a CUDA GPU: torch.cuda.is_available() is {_cuda_available()} and device is "
+                f"sam3 needs a CUDA GPU: torch.cuda.is_available() is {common._cuda_available()} and device is "
                 f"{device!r} (SAM 3 hard-codes CUDA calls); use segment.backend: sam2 or sim on this machine")
-        if checkpoint == RANDOM:
+        if checkpoint == common.RANDOM:
             raise BackendUnavailable("sam3: checkpoint 'random' is not supported (860 M params); use sam2")
-        if not _has_package("sam3"):
+        if not common._has_package("sam3"):
             raise BackendUnavailable(f"sam3 is not installed. GPU extra: {SAM3_GPU_EXTRA}")
-        self.checkpoint = _resolve_or_unavailable("sam3", "sam3", checkpoint)
+        self.checkpoint = common._resolve_or_unavailable("sam3", "sam3", checkpoint)
         bpe = Path(bpe_path) if bpe_path else find_bpe_vocab()
         self.device = device
 
@@ -118,17 +107,17 @@ class Sam3Segmenter:
             m = cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
         return m
 
-    def segment(self, frames: np.ndarray, prompt: SegPrompt, *, seg: np.ndarray | None = None) -> np.ndarray:
+    def segment(self, frames: np.ndarray, prompt: common.SegPrompt, *, seg: np.ndarray | None = None) -> np.ndarray:
         """``seg`` is ignored; accepted so one call fits every backend."""
-        frames = _check_frames(frames)
+        frames = common._check_frames(frames)
         T, H, W = frames.shape[:3]
-        f0 = _check_prompt_frame(prompt, T)
+        f0 = common._check_prompt_frame(prompt, T)
         if not prompt.text:
             raise ConfigError("sam3 needs a text prompt (SegPrompt.text, e.g. 'blue ball'; the task's prompt)")
         out = np.zeros((T, H, W), bool)
         p = self.predictor
         with tempfile.TemporaryDirectory(prefix="kubm_sam3_") as d:
-            _write_jpegs(frames, d)
+            common._write_jpegs(frames, d)
             sid = p.handle_request({"type": "start_session", "resource_path": d})["session_id"]
             try:
                 r = p.handle_request({"type": "add_prompt", "session_id": sid, "frame_index": f0,
@@ -145,6 +134,6 @@ class Sam3Segmenter:
     def describe(self) -> dict:
         ckpt = self.checkpoint
         return {"backend": "sam3", "model": "sam3", "checkpoint": None if ckpt is None else str(ckpt),
-                "checkpoint_sha256": (_sha16(ckpt) if ckpt is not None and ckpt.is_file() else "injected"),
+                "checkpoint_sha256": (common._sha16(ckpt) if ckpt is not None and ckpt.is_file() else "injected"),
                 "image_size": 1008, "device": self.device, "select": self.select,
                 "prob_thresh": self.prob_thresh, "selection": self.selection}
