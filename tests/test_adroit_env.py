@@ -182,16 +182,13 @@ def test_action_is_clipped_to_joint_limits():
     assert obs.qpos[0] == pytest.approx(0.25, abs=0.02)
 
 
-def test_physics_only_is_fast():
-    import time
-
+def test_physics_only_renders_nothing():
+    """render=False steps physics only (its speed is measured in benchmarks/, not asserted here)."""
     env = AdroitEnv("relocate", render=False)
     obs = env.reset(0)
-    t0 = time.perf_counter()
-    for _ in range(300):
+    for _ in range(30):
         obs = env.step(obs.qpos)
-    assert obs.rgb is None
-    assert 300 / (time.perf_counter() - t0) > 500  # measured ~2-3k steps/s
+    assert obs.rgb is None and obs.depth is None
 
 
 def test_registry():

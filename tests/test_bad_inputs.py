@@ -126,3 +126,24 @@ def test_truncated_cotracker_checkpoint_names_the_file_and_the_fetch(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:-300])  # an interrupted download
     with pytest.raises(CheckpointDamaged, match=rf"{ckpt}: .*truncated.*fetch it again: wget .*scaled_offline\.pth"):
         CoTrackerTracker(mode="offline", checkpoint=ckpt, device="cpu")
+
+
+def test_features_built_under_another_config_are_refused(tmp_path):
+    """A feature store records the lineage hash of the config that built it; a fit under
+    another config (e.g. the default after pulling a smoke cache) refuses it, saving nothing."""
+    import zarr
+
+    from kubm.config import lineage_hash
+    from kubm.stages.lineage import StaleInput
+    from test_fit import StandInAE, setup
+
+    task, config = setup()
+    train, test = write_features(tmp_path / "train.zarr"), write_features(tmp_path / "test.zarr", n_eps=2, seed=1)
+    for path in (train, test):  # what encode writes under the active config: accepted
+        zarr.open_group(str(path), mode="r+").attrs["lineage"] = lineage_hash(config, task, "encode")
+    fit(task, config, "regression", 0, train, test, None, tmp_path / "ok", ae=StandInAE())
+    zarr.open_group(str(train), mode="r+").attrs["lineage"] = "0123456789abcdef"  # another config's
+    with pytest.raises(StaleInput, match=r"train\.zarr was built under another config .*0123456789abcdef.*"
+                                         r"the active config gives [0-9a-f]{16}.*snakemake"):
+        fit(task, config, "regression", 0, train, test, None, tmp_path / "stale", ae=StandInAE())
+    assert not (tmp_path / "stale").exists()

@@ -173,3 +173,102 @@ def test_smoke_merges_cheap_methods_and_summarises(smoke_run):
     assert rows["kodex"]["paired_difference_vs_kubm"]["n_test_seeds"] == 2
     assert (proj / "results/summary_plots/success.png").stat().st_size > 1000
     assert "adroit/relocate" in (proj / "results/summary.md").read_text()
+
+
+@pytest.fixture
+def s3_server(tmp_path, monkeypatch):
+    """A real S3-API server (moto's standalone server) on a free localhost port, with a bucket."""
+    import socket
+    import sys
+    import time
+    from pathlib import Path
+
+    boto3 = pytest.importorskip("boto3")
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.exists():
+        pytest.skip("moto[server] is not installed (pip install -e .[test])")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket="kubm-test")
+                break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto_server did not start")
+        yield url, env, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_dvc_s3_round_trip(smoke_run, tmp_path, s3_server):
+    """push to a real S3 API (dvc-s3 against moto_server) -> fresh clone elsewhere -> dvc pull ->
+    the smoke target's dry run has nothing to do."""
+    url, env, client = s3_server
+    proj, _ = smoke_run
+    stages = [f"{st}-adroit-relocate-{sp}" for st in ("collect", "segment", "track", "encode") for sp in ("train", "test")]
+    stages += ["train_ae-adroit-relocate", "fit-adroit-relocate-kubm-seed0"]
+    run(["dvc", "remote", "add", "-f", "s3", "s3://kubm-test/cache"], cwd=proj)
+    run(["dvc", "remote", "modify", "s3", "endpointurl", url], cwd=proj)
+    run(["dvc", "commit", "-f", *stages], cwd=proj)
+    run(["dvc", "push", "-r", "s3", *stages], cwd=proj, env=env)
+    keys = client.list_objects_v2(Bucket="kubm-test").get("KeyCount", 0)
+    assert keys > 0, "nothing reached the S3 bucket"
+    git(proj, "add", "-A")
+    git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s3 remote")
+
+    clone = tmp_path / "elsewhere" / "clone"
+    clone.parent.mkdir()
+    git(clone.parent, "clone", "-q", str(proj), str(clone))
+    assert not (clone / FEATURES[0]).exists()
+    run(["dvc", "pull", "-r", "s3", *stages], cwd=clone, env=env)
+    status = run(["dvc", "status", *stages], cwd=clone).stdout
+    assert "up to date" in status, status
+    run(["snakemake", *BUILT_TARGETS, "--touch", "--cores", "1", *SMOKE], cwd=clone)
+    dry = run(["snakemake", *BUILT_TARGETS, "-n", "--cores", "1", *SMOKE], cwd=clone).stdout
+    assert "Nothing to be done" in dry, dry
+
+
+def test_a_pulled_smoke_cache_is_not_reused_under_the_default_config(smoke_run, tmp_path):
+    """Smoke-profile features and AE pulled into a fresh clone, then the default config's target:
+    the plan rebuilds them from collect on (their lineage is another config's), and a fit run by
+    hand on the pulled smoke features refuses them, naming both lineages and the fix."""
+    proj, _ = smoke_run
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "modify", "local", "url", str(remote)], cwd=proj)
+    stages = ["encode-adroit-relocate-train", "encode-adroit-relocate-test", "train_ae-adroit-relocate"]
+    run(["dvc", "commit", "-f", *stages], cwd=proj)
+    run(["dvc", "push", "-r", "local", *stages], cwd=proj)
+    git(proj, "add", "-A")
+    git(proj, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke features")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(proj), str(clone))
+    run(["dvc", "pull", "-r", "local", *stages], cwd=clone)
+    assert (clone / FEATURES[0]).exists() and not (clone / DEMOS[0]).exists()
+
+    # under the smoke profile the pulled cache stands: only fit and evaluate are planned
+    smoke = run(["snakemake", "-n", "--cores", "1", "--quiet", "rules", *SMOKE, "--", EVAL], cwd=clone).stdout
+    assert "collect" not in smoke, smoke
+    # under the default config it is another config's data: rebuilt from collect on
+    default = run(["snakemake", "-n", "--cores", "1", "--quiet", "rules", "--", EVAL], cwd=clone).stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", default, flags=re.M))
+    assert {"collect", "segment", "track", "train_ae", "encode"} <= set(jobs), default
+
+    fit = run(["kubm", "fit", "adroit/relocate", "--method", "regression", "--train", FEATURES[0],
+               "--test", FEATURES[1], "--ae", "models/adroit/relocate/flow_ae", "--out", "m", "--no-progress"],
+              cwd=clone, check=False)
+    said = fit.stdout + fit.stderr
+    assert fit.returncode == 2, said
+    assert "built under another config" in said and "lineage" in said, said
+    assert not (clone / "m").exists()

@@ -151,10 +151,14 @@ def _hash_names(method: str, settings: dict) -> dict:
 
 def _check_renamed(config: dict) -> None:
     """An old key name gets a message that names the new one (the schema would only say unknown)."""
-    blocks = [(f"fit.{m}", (config.get("fit") or {}).get(m)) for m in method_names()]
-    for suite, scfg in (config.get("suites") or {}).items():
-        for task, tcfg in ((scfg or {}).get("tasks") or {}).items():
-            for m, over in ((tcfg or {}).get("method_params") or {}).items():
+    def mapping(x) -> dict:  # a malformed level is the schema's to report, not this check's
+        return x if isinstance(x, dict) else {}
+
+    fit = mapping(config.get("fit"))
+    blocks = [(f"fit.{m}", fit.get(m)) for m in method_names()]
+    for suite, scfg in mapping(config.get("suites")).items():
+        for task, tcfg in mapping(mapping(scfg).get("tasks")).items():
+            for m, over in mapping(mapping(tcfg).get("method_params")).items():
                 blocks.append((f"suites.{suite}.tasks.{task}.method_params.{m}", over))
     for where, block in blocks:
         if not isinstance(block, dict):
@@ -339,15 +343,45 @@ OPTIONAL_STAGE_TASK_KEYS = {
 }
 
 
-def stage_hash(config: dict, suite: str, task: str, stage: str, *sections: str) -> str:
-    """Hash of what one stage reads: its slice of the task's settings plus top-level sections."""
-    t = resolve_task(config, suite, task)
+# The top-level config sections each data stage reads (its rule's params hash them too).
+STAGE_SECTIONS = {
+    "collect": (),
+    "segment": ("segment", "weights"),
+    "track": ("track", "weights"),
+    "train_ae": ("train_ae",),
+    "encode": (),
+}
+# The data stages each data stage reads the outputs of (the DAG of one task, per split).
+STAGE_INPUTS = {
+    "collect": (),
+    "segment": ("collect",),
+    "track": ("collect", "segment"),
+    "train_ae": ("track",),
+    "encode": ("collect", "segment", "track", "train_ae"),
+}
+
+
+def lineage_hash(config: dict, task: TaskConfig, stage: str) -> str:
+    """Hash of everything the output of ``stage`` depends on under ``config``: its own
+    stage hash and, recursively, those of the stages it reads. A store records it when it is
+    written; a reader compares it with the active config's, so data built under another
+    config (a pulled smoke cache, a copied workspace) is never reused silently."""
+    own = _task_stage_hash(task, stage, [config.get(s) for s in STAGE_SECTIONS[stage]])
+    ups = [lineage_hash(config, task, u) for u in STAGE_INPUTS[stage]]
+    return hashlib.sha256(json.dumps([stage, own, ups]).encode()).hexdigest()[:16]
+
+
+def _task_stage_hash(t: TaskConfig, stage: str, section_values: list) -> str:
     keys = {k: t.settings.get(k) for k in STAGE_TASK_KEYS[stage]}
     # keys added later count only when set, so existing results keep their hashes
     keys.update({k: t.settings[k] for k in OPTIONAL_STAGE_TASK_KEYS.get(stage, ()) if t.settings.get(k) is not None})
-    blob = json.dumps([t.simulator, keys,
-                       [config.get(s) for s in sections]], sort_keys=True)
+    blob = json.dumps([t.simulator, keys, section_values], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_hash(config: dict, suite: str, task: str, stage: str, *sections: str) -> str:
+    """Hash of what one stage reads: its slice of the task's settings plus top-level sections."""
+    return _task_stage_hash(resolve_task(config, suite, task), stage, [config.get(s) for s in sections])
 
 
 def task_methods(config: dict, suite: str, task: str) -> list[str]:

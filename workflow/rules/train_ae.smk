@@ -4,6 +4,7 @@ rule train_ae:
         unpack(
             pulled_or(
                 "models/{suite}/{task}/flow_ae",
+                "train_ae",
                 train="data/{suite}/{task}/tracks/train.zarr",
                 test="data/{suite}/{task}/tracks/test.zarr",
             )
@@ -11,7 +12,7 @@ rule train_ae:
     output:
         directory("models/{suite}/{task}/flow_ae"),
     params:
-        config_hash=stage_hash("train_ae", "train_ae"),
+        config_hash=stage_hash("train_ae"),
     log:
         "logs/{suite}/{task}/train_ae.log",
     benchmark:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kubm.config import TaskConfig
+from kubm.config import TaskConfig, lineage_hash
 from kubm.experts.base import Expert
 from kubm.provenance import git_revision, package_versions
 from kubm.sim.base import ManipulationEnv
@@ -112,6 +112,7 @@ def collect(task: TaskConfig, split: str, out: Path, *, overwrite: bool = True, 
         "split": split,
         "simulator": task.simulator,
         "config_hash": task.hash(),
+        "lineage": lineage_hash({}, task, "collect"),  # collect reads no config section
         "config": settings,
         "expert": expert_cfg,
         "horizon": horizon,

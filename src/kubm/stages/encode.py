@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kubm.config import TaskConfig
+from kubm.config import TaskConfig, lineage_hash
 from kubm.features.context import context_dim, context_spec, extract_context
 from kubm.features.flow_ae import WEIGHTS, FlowAE, FlowAEError, sha256_file
 from kubm.provenance import package_versions
+from kubm.stages.lineage import check_lineage
 from kubm.storage.episode_store import ArraySpec, EpisodeStore, EpisodeWriter, StoreError
 
 PRODUCER = "encode"
@@ -76,6 +77,9 @@ def encode(task: TaskConfig, config: dict, demos: Path, tracks: Path, masks: Pat
             raise StoreError(f"{path} belongs to {s}/{t}, not {task.id}")
     ae = FlowAE.load(ae_dir)
     check_ae(ae, ae_dir, task, config, tracks)
+    for path, attrs, producer in ((demos_path, demos.attrs, "collect"), (masks_path, masks.attrs, "segment"),
+                                  (tracks_path, tracks.attrs, "track"), (ae_dir, ae.meta, "train_ae")):
+        check_lineage(path, attrs.get("lineage"), config, task, producer)
     cam = demos.attrs["camera"]
     width, height = int(cam["width"]), int(cam["height"])
     if (width, height) != (ae.width, ae.height):
@@ -84,6 +88,7 @@ def encode(task: TaskConfig, config: dict, demos: Path, tracks: Path, masks: Pat
 
     attrs = {
         "suite": task.suite, "task": task.task, "split": demos.attrs.get("split"), "config_hash": task.hash(),
+        "lineage": lineage_hash(config, task, "encode"),
         "d_q": d_q, "d_flow": ae.latent_dim, "d_c": d_c, "width": width, "height": height,
         "fps": demos.attrs["fps"], "joint_names": demos.attrs.get("joint_names"),
         "context": {**spec, "source": "first frame RGB" if spec["type"] != "seg_centroid" else "first frame seg",

@@ -37,6 +37,7 @@ from kubm.evaluation.models import (
 )
 from kubm.evaluation.report import STATISTICS, method_summary, plot_flow_error, write_eval
 from kubm.provenance import git_revision, package_versions
+from kubm.stages.lineage import check_lineage, recorded_lineage
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
     if not models:
         raise EvaluationError("no model directories given (--models)")
     feat = feature_info(test_features)
+    check_lineage(test_features, feat.attrs.get("lineage"), config, task, "encode")
+    check_lineage(ae_dir, recorded_lineage(ae_dir), config, task, "train_ae")
     if feat.suite is None or feat.task is None:
         log.warning("%s records no suite/task attrs; cannot check that it belongs to %s", test_features, task.id)
     elif (feat.suite, feat.task) != (task.suite, task.task):

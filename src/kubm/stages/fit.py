@@ -26,6 +26,7 @@ from kubm.errors import StageError
 from kubm.policies.base import FitDiverged, FitInputs
 from kubm.policies.features import load_features
 from kubm.policies.registry import METHODS, config_class, fit_function
+from kubm.stages.lineage import check_lineage, recorded_lineage
 from kubm.storage.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
     out_dir = Path(out_dir)
     train_fs, test_fs = load_features(train), load_features(test)
     _check_inputs(task, train_fs, test_fs)
+    for path, fs in ((train, train_fs), (test, test_fs)):
+        check_lineage(path, fs.attrs.get("lineage"), config, task, "encode")
+    if ae_dir is not None:
+        check_lineage(ae_dir, recorded_lineage(ae_dir), config, task, "train_ae")
     if ae is None:
         if ae_dir is None:
             raise FitError("fit needs the flow autoencoder (--ae) to calibrate the replanning threshold")

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kubm.config import TaskConfig
+from kubm.config import TaskConfig, lineage_hash
 from kubm.perception.prompts import first_frame_prompt, ground_truth_masks
 from kubm.perception.segmentation import make_segmenter, mask_iou
 from kubm.provenance import package_versions
+from kubm.stages.lineage import check_lineage
 from kubm.report.video import overlay, write_mp4
 from kubm.storage.episode_store import ArraySpec, EpisodeStore, EpisodeWriter
 
@@ -30,6 +31,7 @@ def segment(task: TaskConfig, config: dict, demos_path: Path, out: Path, metrics
             video_path: Path, *, progress: bool = True) -> dict:
     cfg = config["segment"]
     demos = EpisodeStore.open(demos_path, producer="collect", required=["rgb", "seg"])
+    check_lineage(demos_path, demos.attrs.get("lineage"), config, task, "collect")
     object_ids = demos.attrs["seg_object_ids"]
     segmenter = make_segmenter(cfg["backend"], {**cfg, "weights": config.get("weights", {}), "object_ids": object_ids})
     print(f"segment {task.id}: backend {segmenter.name}", flush=True)
@@ -37,6 +39,7 @@ def segment(task: TaskConfig, config: dict, demos_path: Path, out: Path, metrics
     h, w = demos.attrs["camera"]["height"], demos.attrs["camera"]["width"]
     attrs = {
         "suite": task.suite, "task": task.task, "config_hash": task.hash(), "config": cfg,
+        "lineage": lineage_hash(config, task, "segment"),
         "backend": segmenter.describe(), "source": {"demos": str(demos_path), "demos_config_hash": demos.attrs["config_hash"]},
         "prompt": task.settings["prompt"], "versions": package_versions(),
     }

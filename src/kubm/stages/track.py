@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kubm.config import TaskConfig
+from kubm.config import TaskConfig, lineage_hash
 from kubm.perception.queries import ordered_queries
 from kubm.perception.tracking import FrameAux, SimPointTracker, make_tracker, tracking_metrics
 from kubm.provenance import package_versions
+from kubm.stages.lineage import check_lineage
 from kubm.report.video import overlay, write_mp4
 from kubm.storage.episode_store import ArraySpec, EpisodeStore, EpisodeWriter, StoreError
 
@@ -42,6 +43,8 @@ def track(task: TaskConfig, config: dict, demos_path: Path, masks_path: Path, ou
     cfg = config["track"]
     demos = EpisodeStore.open(demos_path, producer="collect", required=["rgb", "depth", "seg", "object_pose"])
     masks = EpisodeStore.open(masks_path, producer="segment", required=["mask"])
+    check_lineage(demos_path, demos.attrs.get("lineage"), config, task, "collect")
+    check_lineage(masks_path, masks.attrs.get("lineage"), config, task, "segment")
     if masks.n_episodes != demos.n_episodes or not np.array_equal(masks.meta("seed"), demos.meta("seed")):
         raise StoreError(f"{masks_path} does not match {demos_path} (different episodes); rerun segment on these demos")
     tracker = make_tracker(cfg["backend"], {**cfg, "weights": config.get("weights", {})})
@@ -51,6 +54,7 @@ def track(task: TaskConfig, config: dict, demos_path: Path, masks_path: Path, ou
     n = cfg["n_points"]
     attrs = {
         "suite": task.suite, "task": task.task, "config_hash": task.hash(), "config": cfg,
+        "lineage": lineage_hash(config, task, "track"),
         "backend": tracker.describe(), "n_points": n, "camera": demos.attrs["camera"],
         "coordinates": "pixel xy, x = column, y = row, pixel centres at integers",
         "source": {"demos": str(demos_path), "masks": str(masks_path)}, "versions": package_versions(),

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kubm.config import TaskConfig
+from kubm.config import TaskConfig, lineage_hash
 from kubm.storage.atomic import atomic_dir
 from kubm.features.flow_ae import FlowAE, FlowAEConfig, FlowAEError, FlowAutoencoder, sha256_file  # noqa: F401
 from kubm.provenance import git_revision, package_versions
+from kubm.stages.lineage import check_lineage
 from kubm.storage.episode_store import EpisodeStore, StoreError
 
 TRACKS_PRODUCER = "track"
@@ -153,6 +154,8 @@ def train_ae(task: TaskConfig, config: dict, train_tracks: Path, test_tracks: Pa
     out_dir, train_tracks, test_tracks = Path(out_dir), Path(train_tracks), Path(test_tracks)
     pts, vis, train_store = load_tracks(train_tracks)
     test_pts, test_vis, test_store = load_tracks(test_tracks)
+    for path, store in ((train_tracks, train_store), (test_tracks, test_store)):
+        check_lineage(path, store.attrs.get("lineage"), config, task, "track")
     width, height = _camera_wh(train_store)
     if _camera_wh(test_store) != (width, height) or test_pts.shape[1] != pts.shape[1]:
         raise StoreError(f"{train_tracks} ({width}x{height}, {pts.shape[1]} points) and {test_tracks} "
@@ -175,6 +178,7 @@ def train_ae(task: TaskConfig, config: dict, train_tracks: Path, test_tracks: Pa
     wall = time.perf_counter() - t0
     meta = {
         "task": task.id, "suite": task.suite, "config_hash": task.hash(),
+        "lineage": lineage_hash(config, task, "train_ae"),
         "tracks": {"train": str(train_tracks), "test": str(test_tracks)},
         "tracker": train_store.attrs.get("backend"),
         "tracks_config_hash": train_store.attrs.get("config_hash"),
