@@ -67,26 +67,21 @@ def stage_hash(stage):
     return lambda w: kcfg.stage_hash(config, w.suite, w.task, stage, *kcfg.STAGE_SECTIONS[stage])
 
 
-def pulled_or(output, stage, **inputs):
+def pulled_or(output, **inputs):
     """Inputs of a stage whose output may come from `dvc pull` without its upstream data.
 
-    When the output exists, some upstream input is missing, and the output was built under
-    the active config (its recorded lineage, kubm.stages.lineage), it is a fetched cache: the
-    job gets no inputs, so Snakemake keeps it instead of re-collecting, re-segmenting and
-    re-tracking. An output built under another config (a pulled smoke cache planned under
-    the default config) keeps its real inputs, so it is rebuilt from upstream, never
-    reused. `--forcerun` on the rule still rebuilds it (and then needs the upstream data).
+    When the output exists and some upstream input is missing, the output is a fetched
+    cache: the job gets no inputs, so Snakemake keeps it instead of re-collecting,
+    re-segmenting and re-tracking. `--forcerun` on the rule still rebuilds it (and
+    then needs the upstream data). A cache built under another config is refused by the
+    stages that read it (kubm.stages.lineage), with the fix in the message.
     """
-    from kubm.stages.lineage import recorded_lineage
 
     def fn(wildcards):
         fmt = dict(wildcards.items())
         paths = {k: v.format(**fmt) for k, v in inputs.items()}
-        out = Path(output.format(**fmt))
-        if out.exists() and not all(Path(p).exists() for p in paths.values()):
-            task = kcfg.resolve_task(config, wildcards.suite, wildcards.task)
-            if recorded_lineage(out) in (None, kcfg.lineage_hash(config, task, stage)):
-                return {}
+        if Path(output.format(**fmt)).exists() and not all(Path(p).exists() for p in paths.values()):
+            return {}
         return paths
 
     return fn

@@ -4,7 +4,6 @@ rule encode:
         unpack(
             pulled_or(
                 "data/{suite}/{task}/features/{split}.zarr",
-                "encode",
                 demos="data/{suite}/{task}/demos/{split}.zarr",
                 tracks="data/{suite}/{task}/tracks/{split}.zarr",
                 masks="data/{suite}/{task}/masks/{split}.zarr",

@@ -4,7 +4,6 @@ rule train_ae:
         unpack(
             pulled_or(
                 "models/{suite}/{task}/flow_ae",
-                "train_ae",
                 train="data/{suite}/{task}/tracks/train.zarr",
                 test="data/{suite}/{task}/tracks/test.zarr",
             )

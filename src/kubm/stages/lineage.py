@@ -5,8 +5,8 @@ Every data stage records in its output the lineage hash of the active config
 stage that reads such an output compares the recorded hash with the one the active config
 gives and refuses a mismatch, naming both and the fix. This holds however the input got
 there: a local run, a copied workspace, or `dvc pull` of another profile's cache followed by
-`snakemake --touch`. The Snakemake rules make the same comparison when they decide whether
-a pulled output may stand without its upstream data (``workflow/rules/common.smk``).
+`snakemake --touch`. (Snakemake cannot make this comparison itself: a pulled output has
+no run metadata for its params trigger.)
 """
 
 from __future__ import annotations
