@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from kubm.errors import StageError
 from kubm.evaluation.rollout import make_runner
 from kubm.storage.episode_store import EpisodeStore
 
-log = logging.getLogger(__name__)
 
 FEATURES_PRODUCER = "encode"
 

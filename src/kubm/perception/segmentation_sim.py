@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 
 from kubm.perception.segmentation_types import SegPrompt, _check_frames
-
-log = logging.getLogger(__name__)
-
-
 
 
 class SimSegmenter:

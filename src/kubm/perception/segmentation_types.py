@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ import numpy as np
 from kubm.perception.errors import BackendUnavailable
 from kubm.perception.weights import CheckpointNotFound, resolve_checkpoint
 
-log = logging.getLogger(__name__)
 
 RANDOM = "random"  # test-only checkpoint sentinel
 

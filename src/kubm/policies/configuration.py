@@ -49,11 +49,17 @@ class PolicyConfig:
             problems.append(f"val_demos={self.val_demos} and val_every={self.val_every} must be >= 0")
 
 
+@functools.lru_cache(maxsize=1)
+def _fit_schema() -> dict:
+    """``fit.properties`` of the config schema, parsed once for every method's config class."""
+    sch = yaml.safe_load(resources.files("kubm").joinpath("schemas/config.schema.yaml").read_text())
+    return sch["properties"]["fit"]["properties"]
+
+
 @functools.lru_cache(maxsize=None)
 def schema_defaults(method: str) -> dict[str, Any]:
     """The defaults of ``fit.<method>.*`` in the config schema (the one place they are written)."""
-    sch = yaml.safe_load(resources.files("kubm").joinpath("schemas/config.schema.yaml").read_text())
-    props = sch["properties"]["fit"]["properties"].get(method, {}).get("properties", {})
+    props = _fit_schema().get(method, {}).get("properties", {})
     return {k: p["default"] for k, p in props.items() if "default" in p}
 
 
