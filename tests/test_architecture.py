@@ -13,7 +13,7 @@ SRC = ROOT / "src"
 
 # Lower layers never import higher ones (a module may import its own layer or any lower one).
 LAYERS = [
-    {"errors", "provenance"},
+    {"errors", "provenance", "code_deps"},
     {"storage", "report", "sim"},
     {"experts", "perception", "features"},
     {"policies"},

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubm import config as kcfg
-from kubm.dvc_stages import expected_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -87,7 +86,10 @@ def consume(config: dict) -> None:
         for method in kcfg.task_methods(config, suite, task):
             kcfg.method_hash(config, suite, task, method)
             list(kcfg.method_seeds(config, method))
-    expected_outputs(config)
+        for rule in kcfg.PARAM_RULES:
+            for method in kcfg.task_methods(config, suite, task):
+                kcfg.rule_config_keys(rule, suite, task, method)
+                kcfg.rule_config_hash(config, rule, suite, task, method)
 
 
 @settings(max_examples=500, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))

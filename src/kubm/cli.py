@@ -353,17 +353,19 @@ def check_config(configfile: ConfigFiles = None) -> None:
 
 @app.command("dvc-yaml")
 def dvc_yaml(
-    check: Annotated[bool, typer.Option(help="only check that dvc.yaml is in step with the rules")] = False,
-    configfile: ConfigFiles = None,
+    check: Annotated[bool, typer.Option(help="only check that dvc.yaml is in step with the workflow")] = False,
+    profile: Annotated[Optional[list[str]], typer.Option(
+        "--profile", "-c", help="config profile(s) over config/config.yaml (default: the reported study profile)")] = None,
     path: Path = Path("dvc.yaml"),
 ) -> None:
-    """Write dvc.yaml from the config (one stage per task, split and stage), or check it is current."""
-    from kubm.dvc_stages import render_dvc_yaml
+    """Write dvc.yaml from the Snakemake workflow (one stage per job), or check it is current."""
+    from kubm.dvc_stages import REPORTED_PROFILES, render_dvc_yaml
 
-    text = render_dvc_yaml(_load(configfile))
+    profiles = list(REPORTED_PROFILES) if profile is None else [p for p in profile if Path(p) != DEFAULT_CONFIG]
+    text = render_dvc_yaml(Path.cwd(), profiles)
     if check:
         if not path.is_file() or path.read_text() != text:
-            _fail(f"{path} is out of step with config and rules; run `kubm dvc-yaml` and commit it", code=1)
+            _fail(f"{path} is out of step with the workflow; run `kubm dvc-yaml` and commit it", code=1)
         typer.echo(f"{path} is in step")
         return
     path.write_text(text)

@@ -417,6 +417,41 @@ def method_hash(config: dict, suite: str, task: str, method: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# The sections an evaluation reads besides its method's settings.
+EVAL_SECTIONS = ("evaluate", "segment", "track", "weights")
+# The rules whose jobs read the config (each has a config_hash param in workflow/rules/).
+PARAM_RULES = (*STAGE_SECTIONS, "fit", "evaluate_method")
+
+
+def rule_config_hash(config: dict, rule: str, suite: str, task: str, method: str | None = None) -> str:
+    """Snakemake's params trigger of one job of ``rule`` (workflow/rules/common.smk): a hash
+    of exactly what rule_config_keys names, so DVC's params and Snakemake's agree."""
+    if rule in STAGE_SECTIONS:
+        return stage_hash(config, suite, task, rule, *STAGE_SECTIONS[rule])
+    if rule == "fit":
+        return method_hash(config, suite, task, method)
+    if rule == "evaluate_method":
+        return stage_hash(config, suite, task, "evaluate", *EVAL_SECTIONS) + method_hash(config, suite, task, method)
+    raise ConfigError(f"rule {rule!r} reads no config settings")
+
+
+def rule_config_keys(rule: str, suite: str, task: str, method: str | None = None) -> list[str]:
+    """The dotted config keys one job of ``rule`` reads: DVC's params of its stage
+    (kubm.dvc_stages). A test perturbs every key and checks that rule_config_hash changes
+    exactly when a listed one does."""
+    if rule == "fit":
+        stage, sections, task_keys = "fit", [f"fit.{method}"], [f"method_params.{method}"]
+    elif rule == "evaluate_method":
+        stage, sections, task_keys = "evaluate", [*EVAL_SECTIONS, f"fit.{method}"], [f"method_params.{method}"]
+    elif rule in STAGE_SECTIONS:
+        stage, sections, task_keys = rule, list(STAGE_SECTIONS[rule]), []
+    else:
+        return []
+    task_keys = [*STAGE_TASK_KEYS[stage], *OPTIONAL_STAGE_TASK_KEYS.get(stage, ()), *task_keys]
+    where = (f"suites.{suite}.defaults", f"suites.{suite}.tasks.{task}")
+    return [f"suites.{suite}.simulator", *(f"{w}.{k}" for w in where for k in task_keys), *sections]
+
+
 def target_tasks(config: dict) -> list[tuple[str, str]]:
     targets = config.get("targets") or []
     if not targets:

@@ -3,7 +3,7 @@ rule collect:
     output:
         directory("data/{suite}/{task}/demos/{split}.zarr"),
     params:
-        config_hash=stage_hash("collect"),
+        config_hash=config_hash("collect"),
     log:
         "logs/{suite}/{task}/collect_{split}.log",
     benchmark:

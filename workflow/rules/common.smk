@@ -50,21 +50,11 @@ def task_methods(wildcards):
     return kcfg.task_methods(config, wildcards.suite, wildcards.task)
 
 
-def method_hash():
-    """Rerun trigger of one method's fit: its effective settings only."""
-    return lambda w: kcfg.method_hash(config, w.suite, w.task, w.method)
-
-
-def eval_hash():
-    """Rerun trigger of one method's evaluation: the protocol, perception and the method's settings."""
-    return lambda w: (kcfg.stage_hash(config, w.suite, w.task, "evaluate", "evaluate", "segment", "track", "weights")
-                      + kcfg.method_hash(config, w.suite, w.task, w.method))
-
-
-def stage_hash(stage):
-    """A params value that changes exactly when what `stage` reads changes (Snakemake's params
-    trigger): its task settings and its config sections (kubm.config.STAGE_SECTIONS)."""
-    return lambda w: kcfg.stage_hash(config, w.suite, w.task, stage, *kcfg.STAGE_SECTIONS[stage])
+def config_hash(rule):
+    """A params value that changes exactly when what a job of `rule` reads from the config
+    changes (Snakemake's params trigger). kubm.config.rule_config_keys lists those keys,
+    and DVC's params of the same stage are generated from it."""
+    return lambda w: kcfg.rule_config_hash(config, rule, w.suite, w.task, w.get("method"))
 
 
 def pulled_or(output, **inputs):

@@ -13,7 +13,7 @@ rule encode:
     output:
         directory("data/{suite}/{task}/features/{split}.zarr"),
     params:
-        config_hash=stage_hash("encode"),
+        config_hash=config_hash("encode"),
     log:
         "logs/{suite}/{task}/encode_{split}.log",
     benchmark:

@@ -8,7 +8,7 @@ rule evaluate_method:
         eval="results/{suite}/{task}/methods/{method}.json",
         artifacts=directory("results/{suite}/{task}/methods/{method}"),
     params:
-        config_hash=eval_hash(),
+        config_hash=config_hash("evaluate_method"),
     log:
         "logs/{suite}/{task}/evaluate_{method}.log",
     benchmark:

@@ -7,7 +7,7 @@ rule fit:
     output:
         directory("models/{suite}/{task}/{method}/seed{seed}"),
     params:
-        config_hash=method_hash(),
+        config_hash=config_hash("fit"),
     log:
         "logs/{suite}/{task}/fit_{method}_seed{seed}.log",
     benchmark:

@@ -7,7 +7,7 @@ rule segment:
         metrics="results/{suite}/{task}/qc/segment_{split}.metrics.json",
         video="results/{suite}/{task}/qc/segment_{split}.mp4",
     params:
-        config_hash=stage_hash("segment"),
+        config_hash=config_hash("segment"),
     log:
         "logs/{suite}/{task}/segment_{split}.log",
     benchmark:

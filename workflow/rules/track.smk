@@ -8,7 +8,7 @@ rule track:
         metrics="results/{suite}/{task}/qc/track_{split}.metrics.json",
         video="results/{suite}/{task}/qc/track_{split}.mp4",
     params:
-        config_hash=stage_hash("track"),
+        config_hash=config_hash("track"),
     log:
         "logs/{suite}/{task}/track_{split}.log",
     benchmark:

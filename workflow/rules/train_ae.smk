@@ -11,7 +11,7 @@ rule train_ae:
     output:
         directory("models/{suite}/{task}/flow_ae"),
     params:
-        config_hash=stage_hash("train_ae"),
+        config_hash=config_hash("train_ae"),
     log:
         "logs/{suite}/{task}/train_ae.log",
     benchmark:
