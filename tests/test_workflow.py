@@ -53,6 +53,14 @@ def test_config_override_via_cli_is_refused(root):
     assert "--configfile" in proc.stdout + proc.stderr
 
 
+def test_a_target_after_configfile_gets_the_fix(root):
+    """`--configfile P target` reads the target as a second config; the message says so."""
+    proc = run(["snakemake", "-n", "--cores", "1", "--configfile", "config/smoke.yaml",
+                "results/adroit/relocate/eval.json"], check=False)
+    assert proc.returncode != 0
+    assert "put targets before it" in proc.stdout + proc.stderr
+
+
 def test_lint_only_complains_about_envs(root):
     proc = run(["snakemake", "--lint", "--cores", "1"], check=False)
     lints = re.findall(r"^\s+\* (.+?):?$", proc.stdout + proc.stderr, flags=re.M)

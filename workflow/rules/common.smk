@@ -5,6 +5,13 @@ from pathlib import Path
 
 from kubm import config as kcfg
 
+# `--configfile` takes several values, so a target written after it is read as a config.
+if {"protocol", "methods"} <= set(config):
+    raise WorkflowError(
+        "a results file (eval.json) was read as a config file: --configfile takes several values, "
+        "so put targets before it: snakemake results/adroit/relocate/eval.json --cores all --configfile PROFILE"
+    )
+
 try:
     config = kcfg.validate(config)
 except kcfg.ConfigError as err:
