@@ -35,10 +35,14 @@ doctor:
 clean-venv:
 	rm -rf $(VENV)
 
-# Fetch cached artifacts from the DVC remote and mark them up to date for Snakemake
-# (DVC restores files with fresh mtimes).
+# Fetch what dvc.lock records (features and flow AEs; PULL="--all" for raw data too,
+# PULL="adroit/relocate" for one task) and check `dvc status` is clean: `kubm pull` exits
+# non-zero, naming the fix, when the remote is unreachable, empty or missing an object.
+# Then mark the pulled files up to date for Snakemake (DVC restores them with fresh mtimes);
+# a pulled store built under another config is still refused by the stage that reads it.
+PULL ?=
+PROFILE ?= config/study.yaml
 .PHONY: pull
 pull: setup
-	$(VENV)/bin/dvc pull
-	$(VENV)/bin/dvc status
-	$(VENV)/bin/snakemake $(TARGET) --touch --cores 1
+	$(VENV)/bin/kubm pull $(PULL)
+	$(VENV)/bin/snakemake $(TARGET) --touch --cores 1 --configfile $(PROFILE)

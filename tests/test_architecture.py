@@ -19,7 +19,7 @@ LAYERS = [
     {"policies"},
     {"config"},
     {"evaluation"},
-    {"stages", "doctor", "dvc_stages"},
+    {"stages", "doctor", "dvc_stages", "dvc_pull"},
     {"cli", "__main__"},
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

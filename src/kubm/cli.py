@@ -372,5 +372,20 @@ def dvc_yaml(
     typer.echo(f"wrote {path}")
 
 
+@app.command()
+def pull(
+    tasks: Annotated[Optional[list[str]], typer.Argument(help="suite/task to pull (default: every locked task)")] = None,
+    all_stages: Annotated[bool, typer.Option("--all", help="also raw demos, masks, tracks and models")] = False,
+    remote: Annotated[Optional[str], typer.Option("-r", "--remote", help="DVC remote (default: the default remote)")] = None,
+) -> None:
+    """Fetch what dvc.lock records (features and flow AE by default) and check `dvc status` is clean."""
+    from kubm.dvc_pull import DEFAULT_RULES, locked_stages
+    from kubm.dvc_pull import pull as run_pull
+
+    stages = locked_stages(Path.cwd(), None if all_stages else DEFAULT_RULES, tasks)
+    done = run_pull(Path.cwd(), stages, remote)
+    typer.echo(f"pulled {len(stages)} stage(s) from {done['remote']} ({done['url']}); dvc status is clean")
+
+
 if __name__ == "__main__":
     sys.exit(app())
