@@ -169,12 +169,16 @@ def fit(
     configfile: ConfigFiles = None,
     threads: ThreadsOpt = 1,
     progress: ProgressOpt = True,
+    device: Annotated[str, typer.Option(help="auto (CUDA when torch sees a GPU), cpu or cuda: where Diffusion "
+                                             "Policy and ACT train; the other methods run on the CPU")] = "auto",
 ) -> None:
     """Fit one method for one training seed: weights, config, curves and diagnostics in --out."""
+    from kubm.policies.devices import resolve_device
     from kubm.stages.fit import fit as run_fit
 
+    resolve_device(device)  # an unavailable device fails before any input is read
     config, task = _stage_setup(task_id, configfile)
-    s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress)
+    s = run_fit(task, config, method, seed, train, test, ae, out, threads=threads, progress=progress, device=device)
     extras = [f"{k} {s[k]:.4g}" for k in ("final_loss", "spectral_radius", "openloop_action_rms_rad", "replan_threshold_px")
               if isinstance(s.get(k), (int, float))]
     typer.echo(f"wrote {out}: {method} seed {seed} trained in {s.get('train_wall_s', float('nan')):.0f} s"

@@ -75,6 +75,7 @@ class FitInputs:
     test: Any  # FeatureSet of the test demos (diagnostics only, never for choices)
     ae: Any  # flow AE (``decode``), for the replanning threshold and px diagnostics
     progress: bool = False
+    device: str = "auto"  # where the neural baselines train (kubm.policies.devices)
 
 
 class FitDiverged(PolicyError):

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from kubm.policies.base import FitInputs, check_reload_actor, provenance, write_json
+from kubm.policies.devices import resolve_device
 from kubm.policies.features import ChunkData, action_limits, split_validation
 
 __all__ = ["fit_chunk_policy"]
@@ -61,10 +62,13 @@ def fit_chunk_policy(method: str, cfg, inputs: FitInputs, out: Path, *, model_cl
     torch.manual_seed(seed)
     model = model_cls(cfg, train.d_q, train.d_flow, train.d_c)
     model.set_statistics(data.obs, data.action, lo, hi)
+    device = resolve_device(inputs.device)
+    model.to(device)
     t0, c0 = time.perf_counter(), time.process_time()
     curves = train_fn(model, data, seed=seed, val=val, progress=inputs.progress,
                       desc=f"fit {method} {inputs.task_id} seed{seed}")
     train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    model.to("cpu")  # saved, reloaded and scored on the CPU, as evaluation runs it
     policy = policy_cls(model, task_id=inputs.task_id, config_hash=inputs.config_hash, feature_attrs=train.attrs,
                         seed=seed, extra={"trained": {"iterations": len(curves["loss"]), "wall_s": round(train_s, 2),
                                                       "cpu_s": round(cpu_s, 2), "final_loss": curves["loss"][-1],
@@ -84,7 +88,7 @@ def fit_chunk_policy(method: str, cfg, inputs: FitInputs, out: Path, *, model_cl
     write_json(out / "diagnostics.json", {**diag, "final_loss": curves["loss"][-1], "iterations": len(curves["loss"]),
                                           "train_wall_s": round(train_s, 2), "train_cpu_s": round(cpu_s, 2),
                                           "stopped": curves["stopped"], "plateau": curves["plateau"],
-                                          "n_parameters": int(sum(p.numel() for p in model.parameters()))})
+                                          "device": str(device), "n_parameters": int(sum(p.numel() for p in model.parameters()))})
     summary = {"method": method, "seed": seed, "iterations": len(curves["loss"]), "final_loss": curves["loss"][-1],
                "train_wall_s": round(train_s, 2), "train_cpu_s": round(cpu_s, 2), "stopped": curves["stopped"],
                "plateau": curves["plateau"]}

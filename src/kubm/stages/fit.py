@@ -63,7 +63,7 @@ def _check_inputs(task: TaskConfig, train, test) -> None:
 
 
 def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, test: Path, ae_dir: Path | None,
-        out_dir: Path, *, threads: int = 1, progress: bool = True, ae=None) -> dict:
+        out_dir: Path, *, threads: int = 1, progress: bool = True, ae=None, device: str = "auto") -> dict:
     """Fit ``method`` for one training seed; returns a summary dict (also in fit_summary.json).
 
     ``ae`` overrides loading the flow AE from ``ae_dir`` (any object with ``decode``); with
@@ -92,7 +92,7 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
             raise FitError(mismatch)
         ae = load_flow_ae(ae_dir)
     inputs = FitInputs(task_id=task.id, config_hash=task.hash(), seed=int(seed), train=train_fs, test=test_fs,
-                       ae=ae, progress=progress)
+                       ae=ae, progress=progress, device=device)
     with atomic_dir(out_dir) as tmp:
         summary = fit_function(method)(cfg, inputs, tmp)
         summary.setdefault("method", method)

@@ -12,6 +12,7 @@ import torch
 
 from kubm.policies.act.modeling_act import ActModel, ActPolicy
 from kubm.policies.chunk_fitting import fit_chunk_policy
+from kubm.policies.devices import model_device
 from kubm.policies.features import ChunkData, chunk_errors
 from kubm.policies.training import chunk_curves, end_iteration, optimiser_step, plateau
 
@@ -23,8 +24,10 @@ def predicted_chunk_errors(model: ActModel, data: ChunkData, mean_action: np.nda
     was_training = model.training
     model.eval()
 
+    device = model_device(model)
+
     def predict(obs):
-        return model.predict(torch.as_tensor(obs[:, -1], dtype=torch.float32)).numpy()
+        return model.predict(torch.as_tensor(obs[:, -1], dtype=torch.float32, device=device)).cpu().numpy()
 
     try:
         return chunk_errors(predict, data, 1, model.config.chunk_size, mean_action, max_windows)
@@ -47,13 +50,14 @@ def train_act(model: ActModel, data: ChunkData, *, seed: int, val: ChunkData | N
     mean_action = data.action.mean(axis=0)
     validate = None if val is None else (lambda: predicted_chunk_errors(model, val, mean_action))
     curves = chunk_curves("l1", "kl")
+    device = model_device(model)
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
     for it in range(1, cfg.iterations + 1):
         obs, act, pad = data.sample(rng, cfg.batch_size, 1, cfg.chunk_size)
-        loss, terms = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act),
-                                          "pad": torch.from_numpy(pad)}, gen)
+        loss, terms = model.compute_loss({"obs": torch.from_numpy(obs).to(device), "action": torch.from_numpy(act).to(device),
+                                          "pad": torch.from_numpy(pad).to(device)}, gen)
         value = optimiser_step(model, loss, opt, method="ACT", key="act", seed=seed, iteration=it, clip=cfg.grad_clip, bar=bar)
         elapsed = time.perf_counter() - t0
         curves["l1"].append(terms["l1"])

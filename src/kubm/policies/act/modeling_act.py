@@ -105,14 +105,14 @@ class ActModel(nn.Module):
             tokens = torch.cat([self.vae_cls.expand(B, -1, -1), self.vae_qpos(q)[:, None], self.vae_action(actions)], 1)
             mask = None
             if pad is not None:
-                mask = torch.cat([torch.zeros(B, 2, dtype=torch.bool), pad], dim=1)
+                mask = torch.cat([torch.zeros(B, 2, dtype=torch.bool, device=pad.device), pad], dim=1)
             h = self.vae_encoder(tokens + self.vae_pos, src_key_padding_mask=mask)
             mu, logvar = self.vae_out(h[:, 0]).chunk(2, dim=-1)
-            eps = torch.randn(mu.shape, generator=generator)
+            eps = torch.randn(mu.shape, generator=generator).to(mu.device)  # the CPU stream, on any device
             z = mu + eps * torch.exp(0.5 * logvar)
         else:
             mu = logvar = None
-            z = torch.zeros(B, self.config.latent_dim)
+            z = torch.zeros(B, self.config.latent_dim, device=obs.device)
         toks = [self.latent_in(z), self.qpos_in(q), self.flow_in(obs[:, self.d_q: self.d_q + self.d_flow])]
         if self.context_in is not None:
             toks.append(self.context_in(obs[:, self.d_q + self.d_flow:]))
@@ -126,7 +126,7 @@ class ActModel(nn.Module):
         obs = (batch["obs"][:, -1] - self.obs_mean) / self.obs_std
         a = (batch["action"] - self.action_mean) / self.action_std
         pad = batch.get("pad")
-        pad = torch.zeros(a.shape[:2], dtype=torch.bool) if pad is None else pad
+        pad = torch.zeros(a.shape[:2], dtype=torch.bool, device=a.device) if pad is None else pad
         pred, mu, logvar = self(obs, a, pad, generator)
         valid = (~pad).unsqueeze(-1).to(a.dtype)
         l1 = ((pred - a).abs() * valid).sum() / (valid.sum() * self.d_q).clamp_min(1.0)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from kubm.policies.chunk_fitting import fit_chunk_policy
+from kubm.policies.devices import model_device
 from kubm.policies.diffusion.modeling_diffusion import DiffusionModel, DiffusionPolicy, make_schedulers
 from kubm.policies.features import ChunkData, chunk_errors
 from kubm.policies.training import (
@@ -82,8 +83,10 @@ def sampled_chunk_errors(model: DiffusionModel, data: ChunkData, mean_action: np
     was_training = model.training
     model.eval()
 
+    device = model_device(model)
+
     def predict(obs):
-        return model.sample(torch.as_tensor(obs, dtype=torch.float32), ddim, gen).numpy()
+        return model.sample(torch.as_tensor(obs, dtype=torch.float32, device=device), ddim, gen).cpu().numpy()
 
     try:
         return chunk_errors(predict, data, model.config.n_obs_steps, model.config.chunk_steps, mean_action, max_windows)
@@ -142,12 +145,14 @@ def train_diffusion(model: DiffusionModel, data: ChunkData, *, seed: int, val: C
             return sampled_chunk_errors(model, val, mean_action)
 
     curves = chunk_curves()
+    device = model_device(model)
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=cfg.iterations, desc=desc, unit="it", disable=not progress, mininterval=1.0)
     for it in range(1, cfg.iterations + 1):
         obs, act, _ = data.sample(rng, cfg.batch_size, cfg.n_obs_steps, cfg.chunk_steps)
-        loss, _ = model.compute_loss({"obs": torch.from_numpy(obs), "action": torch.from_numpy(act)}, noise_sched, gen)
+        loss, _ = model.compute_loss({"obs": torch.from_numpy(obs).to(device), "action": torch.from_numpy(act).to(device)},
+                                     noise_sched, gen)
         value = optimiser_step(model, loss, opt, method="Diffusion Policy", key="diffusion", seed=seed, iteration=it, bar=bar)
         ema.update()
         elapsed = time.perf_counter() - t0

@@ -190,8 +190,9 @@ class DiffusionModel(nn.Module):
         """batch: ``obs`` (B, n_obs, d_obs), ``action`` (B, H, d_q), raw. ε- (or sample-) MSE."""
         x0 = self.normalise_action(batch["action"])
         B = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (B,), generator=generator)
+        # drawn on the CPU generator and moved, so a GPU fit follows the CPU fit's random stream
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (B,), generator=generator).to(x0.device)
         noisy = noise_scheduler.add_noise(x0, noise, t)
         pred = self.unet(noisy, t, self.condition(batch["obs"]))
         target = noise if self.config.prediction_type == "epsilon" else x0
@@ -202,7 +203,7 @@ class DiffusionModel(nn.Module):
     def sample(self, obs: torch.Tensor, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, n_obs, d_obs) → (B, H, d_q) actions (denormalised, clipped to the action limits)."""
         cond = self.condition(obs)
-        x = torch.randn((obs.shape[0], self.config.chunk_steps, self.d_q), generator=generator)
+        x = torch.randn((obs.shape[0], self.config.chunk_steps, self.d_q), generator=generator).to(obs.device)
         scheduler.set_timesteps(self.config.num_inference_steps)
         for t in scheduler.timesteps:
             out = self.unet(x, t, cond)
