@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -54,3 +55,32 @@ def copy_project(dest: Path) -> Path:
             else:
                 shutil.copy2(src, dest / f)
     return dest
+
+
+# Fields of eval.json that measure the machine, not the result: timings, latencies, library
+# versions, the commit, and config_hash (it hashes the models' config.json, which records
+# their training wall time).
+UNSTABLE_EVAL_KEYS = {"wall_s", "train_wall_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step",
+                      "versions", "git_revision", "config_hash"}
+
+
+def stable_eval(doc):
+    """eval.json without the fields in UNSTABLE_EVAL_KEYS: the same config and thread count
+    must reproduce it exactly (tests/data/smoke_eval_*.json record it)."""
+    if isinstance(doc, dict):
+        return {k: stable_eval(v) for k, v in doc.items() if k not in UNSTABLE_EVAL_KEYS}
+    if isinstance(doc, list):
+        return [stable_eval(v) for v in doc]
+    return doc
+
+
+def check_recorded_eval(doc: dict, name: str) -> None:
+    """Compare with tests/data/<name>.json; KUBM_RECORD_EVAL=1 rewrites it (after a change that
+    is meant to move results; say so in the commit)."""
+    path = ROOT / "tests" / "data" / f"{name}.json"
+    got = stable_eval(doc)
+    if os.environ.get("KUBM_RECORD_EVAL") == "1":
+        path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    recorded = json.loads(path.read_text())
+    assert got == recorded, (f"{name}: eval.json differs from {path} (beyond timing fields); if the change is "
+                             "meant to move results, rerun with KUBM_RECORD_EVAL=1 and say so in the commit")

@@ -13,7 +13,7 @@ import pytest
 
 from kubm.storage.episode_store import EpisodeStore
 
-from conftest import run
+from conftest import check_recorded_eval, run
 
 pytestmark = pytest.mark.smoke
 
@@ -88,6 +88,13 @@ def test_smoke_reaches_eval_json(smoke_run):
     assert (proj / "models/adroit/relocate/kubm/seed0/diagnostics.json").is_file()
     out = run(["snakemake", "-n", "--cores", "1", *SMOKE], cwd=proj).stdout
     assert "Nothing to be done" in out, out
+
+
+def test_smoke_eval_json_is_the_recorded_one(smoke_run):
+    """Same config and thread count, same eval.json (timing fields aside): speed work and
+    refactors must not move the smoke result. tests/data/smoke_eval_adroit_relocate.json."""
+    proj, _ = smoke_run
+    check_recorded_eval(json.loads((proj / EVAL).read_text()), "smoke_eval_adroit_relocate")
 
 
 def test_collect_is_deterministic(smoke_run):
