@@ -46,3 +46,14 @@ PROFILE ?= config/study.yaml
 pull: setup
 	$(VENV)/bin/kubm pull $(PULL)
 	$(VENV)/bin/snakemake $(TARGET) --touch --cores 1 --configfile $(PROFILE)
+
+# The smoke DAG through SLURM (workflow/profiles/slurm, docs/slurm.md): scripts/slurm/up.sh
+# installs SLURM if missing (Debian packages; root or sudo) and brings up a single-node cluster
+# on this machine, then tests/test_slurm.py submits the DAG to it with the profile.
+SLURM_STATE ?= /var/tmp/kubm-slurm
+.PHONY: test-slurm
+test-slurm: setup
+	$(PY) -m pip install --no-input -q -c constraints.txt -e '.[slurm]'
+	KUBM_SLURM_STATE=$(SLURM_STATE) bash scripts/slurm/up.sh
+	SLURM_CONF=$(SLURM_STATE)/etc/slurm.conf KUBM_SLURM_STATE=$(SLURM_STATE) KUBM_SLURM=1 \
+		$(PY) -m pytest -q -m slurm tests/test_slurm.py $(PYTEST_ARGS)

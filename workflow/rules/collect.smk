@@ -10,6 +10,7 @@ rule collect:
         "logs/benchmarks/{suite}/{task}/collect_{split}.tsv"
     threads: 1
     resources:
+        runtime=60,
         mem_mb=4000,
     shell:
         "{KUBM} collect {wildcards.suite}/{wildcards.task} --split {wildcards.split} "

@@ -19,6 +19,8 @@ rule encode:
     benchmark:
         "logs/benchmarks/{suite}/{task}/encode_{split}.tsv"
     threads: 1
+    resources:
+        runtime=30,
     shell:
         "{KUBM} encode {wildcards.suite}/{wildcards.task} --demos {input.demos} --tracks {input.tracks} "
         "--masks {input.masks} --ae {input.ae} --out {output} --threads {threads} --no-progress "

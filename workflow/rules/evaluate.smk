@@ -15,6 +15,7 @@ rule evaluate_method:
         "logs/benchmarks/{suite}/{task}/evaluate_{method}.tsv"
     threads: 1
     resources:
+        runtime=180,
         mem_mb=4000,
     shell:
         "{KUBM} evaluate {wildcards.suite}/{wildcards.task} --models {input.models} --ae {input.ae} "
@@ -32,6 +33,8 @@ rule merge_eval:
     benchmark:
         "logs/benchmarks/{suite}/{task}/merge_eval.tsv"
     threads: 1
+    resources:
+        runtime=10,
     shell:
         "{KUBM} merge-eval {wildcards.suite}/{wildcards.task} {input} --out {output} "
         "{CONFIG_ARGS} > {log} 2>&1"
@@ -50,6 +53,8 @@ rule summary:
     benchmark:
         "logs/benchmarks/summary.tsv"
     threads: 1
+    resources:
+        runtime=10,
     shell:
         "{KUBM} summary {input} --out {output.md} > {log} 2>&1"
 
@@ -66,6 +71,8 @@ rule openloop:
     benchmark:
         "logs/benchmarks/{suite}/{task}/openloop.tsv"
     threads: 1
+    resources:
+        runtime=30,
     shell:
         "{KUBM} openloop {wildcards.suite}/{wildcards.task} --models {input.models} --test {input.test} "
         "--out {output} {CONFIG_ARGS} > {log} 2>&1"

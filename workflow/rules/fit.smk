@@ -14,6 +14,7 @@ rule fit:
         "logs/benchmarks/{suite}/{task}/fit_{method}_seed{seed}.tsv"
     threads: 2
     resources:
+        runtime=240,
         mem_mb=4000,
     shell:
         "{KUBM} fit {wildcards.suite}/{wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "

@@ -14,6 +14,7 @@ rule segment:
         "logs/benchmarks/{suite}/{task}/segment_{split}.tsv"
     threads: 2
     resources:
+        runtime=120,
         mem_mb=4000,
     shell:
         "{KUBM} segment {wildcards.suite}/{wildcards.task} --split {wildcards.split} "

@@ -15,6 +15,7 @@ rule track:
         "logs/benchmarks/{suite}/{task}/track_{split}.tsv"
     threads: 2
     resources:
+        runtime=120,
         mem_mb=4000,
     shell:
         "{KUBM} track {wildcards.suite}/{wildcards.task} --split {wildcards.split} "

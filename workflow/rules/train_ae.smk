@@ -18,6 +18,7 @@ rule train_ae:
         "logs/benchmarks/{suite}/{task}/train_ae.tsv"
     threads: 2
     resources:
+        runtime=60,
         mem_mb=4000,
     shell:
         "{KUBM} train-ae {wildcards.suite}/{wildcards.task} --train {input.train} --test {input.test} "
