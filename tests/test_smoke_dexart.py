@@ -8,7 +8,7 @@ import pytest
 
 from kubm.storage.episode_store import EpisodeStore
 
-from conftest import copy_project, run
+from conftest import check_recorded_eval, copy_project, run
 
 pytestmark = pytest.mark.smoke
 
@@ -24,3 +24,4 @@ def test_dexart_bucket_dag_reaches_eval(tmp_path):
     assert tracks["backend"] == "sim"
     doc = json.loads((proj / "results/dexart/bucket/eval.json").read_text())
     assert doc["suite"] == "dexart" and len(doc["methods"]["kubm"]["per_episode"]) == 2
+    check_recorded_eval(doc, "smoke_eval_dexart_bucket")  # same config, same result: speed work moves nothing
