@@ -86,12 +86,12 @@ def closure(module: str) -> tuple[Path, ...]:
     return tuple(sorted(seen))
 
 
-def command_module(command: str) -> str:
-    """The module behind one ``kubm`` command: the kubm imports inside its CLI function."""
+def _command_function(command: str) -> ast.FunctionDef:
+    """The function in kubm/cli.py behind one ``kubm`` command."""
     cli = module_file(f"{PACKAGE}.cli")
     for node in _tree(cli).body:
         if isinstance(node, ast.FunctionDef) and _command_name(node) == command:
-            return node.name
+            return node
     raise ValueError(f"`kubm {command}` is not a command of {cli}")
 
 
@@ -108,9 +108,7 @@ def command_files(command: str, root: Path) -> tuple[str, ...]:
     """Source files (relative to ``root``) that ``kubm <command>`` can run: the CLI module's
     top-level closure plus the closure of what the command's function imports."""
     cli = module_file(f"{PACKAGE}.cli")
-    tree = _tree(cli)
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == command_module(command))
-    modules = _top_level_imports(tree) | _function_imports(fn)
+    modules = _top_level_imports(_tree(cli)) | _function_imports(_command_function(command))
     files = {cli, *(f for m in modules for f in closure(m))}
     return tuple(sorted(str(f.relative_to(root.resolve())) for f in files))
 
