@@ -1,4 +1,4 @@
-"""`kubm pull` exits 0 only when the locked outputs arrived and `dvc status` is clean, and
+"""`kubm pull` exits 0 only when the locked outputs arrived as dvc.lock records them, and
 names an unreachable, empty or incomplete remote with the fix (a real DVC repo, local remote)."""
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ def pushed(tmp_path):
     _git(proj, "init", "-q")
     run(["dvc", "init", "-q"], cwd=proj)
     run(["dvc", "remote", "add", "-d", "local", str(remote)], cwd=proj)
-    for stage, out in (("encode-adroit-relocate-train", "features.txt"), ("collect-adroit-relocate-train", "demos.txt")):
-        run(["dvc", "stage", "add", "-q", "-n", stage, "-o", out, f"echo {stage} > {out}"], cwd=proj)
+    run(["dvc", "stage", "add", "-q", "-n", "collect-adroit-relocate-train", "-o", "demos.txt",
+         "echo collect-adroit-relocate-train > demos.txt"], cwd=proj)
+    # features are built from the demos, as in the pipeline: pulled alone, their dep is absent
+    run(["dvc", "stage", "add", "-q", "-n", "encode-adroit-relocate-train", "-d", "demos.txt", "-o", "features.txt",
+         "echo encode-adroit-relocate-train > features.txt"], cwd=proj)
     run(["dvc", "repro", "-q"], cwd=proj)
     run(["dvc", "push", "-q"], cwd=proj)
     _git(proj, "add", "-A")
@@ -39,7 +42,8 @@ def pushed(tmp_path):
 def test_pull_fetches_the_default_selection_and_exits_zero(pushed):
     clone, _ = pushed
     proc = run(["kubm", "pull"], cwd=clone)
-    assert "pulled 1 stage(s)" in proc.stdout and "dvc status is clean" in proc.stdout
+    assert "pulled 1 stage(s)" in proc.stdout and "every output is as dvc.lock records it" in proc.stdout
+    assert "not pulled (upstream data" in proc.stdout  # the demos the features came from
     assert (clone / "features.txt").read_text().strip() == "encode-adroit-relocate-train"
     assert not (clone / "demos.txt").exists()  # raw data only with --all
     run(["kubm", "pull", "--all", "adroit/relocate"], cwd=clone)

@@ -147,7 +147,7 @@ def test_pulled_features_rerun_only_fit_and_evaluate(smoke_run, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(proj), str(clone))
     pulled = run(["kubm", "pull"], cwd=clone)  # the default selection: features and flow AE
-    assert "dvc status is clean" in pulled.stdout, pulled.stdout
+    assert "every output is as dvc.lock records it" in pulled.stdout, pulled.stdout
     assert not (clone / DEMOS[0]).exists() and (clone / FEATURES[0]).exists()
     dry = run(["snakemake", "-n", "--cores", "1", "--quiet", "rules", *SMOKE], cwd=clone).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
@@ -240,7 +240,7 @@ def test_dvc_s3_round_trip(smoke_run, tmp_path, s3_server):
     clone.parent.mkdir()
     git(clone.parent, "clone", "-q", str(proj), str(clone))
     assert not (clone / FEATURES[0]).exists()
-    run(["kubm", "pull", "--all", "-r", "s3"], cwd=clone, env=env)  # fails unless dvc status is clean
+    run(["kubm", "pull", "--all", "-r", "s3"], cwd=clone, env=env)  # fails unless every locked output arrived
     run(["snakemake", *BUILT_TARGETS, "--touch", "--cores", "1", *SMOKE], cwd=clone)
     dry = run(["snakemake", *BUILT_TARGETS, "-n", "--cores", "1", *SMOKE], cwd=clone).stdout
     assert "Nothing to be done" in dry, dry

@@ -388,7 +388,12 @@ def pull(
 
     stages = locked_stages(Path.cwd(), None if all_stages else DEFAULT_RULES, tasks)
     done = run_pull(Path.cwd(), stages, remote)
-    typer.echo(f"pulled {len(stages)} stage(s) from {done['remote']} ({done['url']}); dvc status is clean")
+    typer.echo(f"pulled {len(stages)} stage(s) from {done['remote']} ({done['url']}); every output is as dvc.lock records it")
+    if done["upstream_not_pulled"]:
+        typer.echo(f"not pulled (upstream data, `kubm pull --all` fetches it): {len(done['upstream_not_pulled'])} path(s)")
+    if done["deps_changed_since_lock"]:
+        typer.secho(f"warning: changed since dvc.lock was written: {done['deps_changed_since_lock'][:5]}"
+                    f"{' ...' if len(done['deps_changed_since_lock']) > 5 else ''}", fg=typer.colors.YELLOW, err=True)
 
 
 if __name__ == "__main__":
