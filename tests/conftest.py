@@ -84,3 +84,20 @@ def check_recorded_eval(doc: dict, name: str) -> None:
     recorded = json.loads(path.read_text())
     assert got == recorded, (f"{name}: eval.json differs from {path} (beyond timing fields); if the change is "
                              "meant to move results, rerun with KUBM_RECORD_EVAL=1 and say so in the commit")
+
+
+def check_smoke_eval(proj: Path, eval_path: str, smoke_args: list[str]) -> dict:
+    """The smoke relocate run's eval.json is valid and complete, its AE and K-UBM fit left their
+    metrics, and Snakemake has nothing left to do. Shared by the local and the SLURM smoke runs."""
+    from kubm.evaluation.report import validate_eval
+
+    doc = json.loads((proj / eval_path).read_text())
+    validate_eval(doc)
+    kubm = doc["methods"]["kubm"]
+    assert doc["protocol"]["episodes"] == 2 and len(kubm["per_episode"]) == 2
+    assert 0.0 <= kubm["success_rate"] <= 1.0 and kubm["latency_ms"]["policy"]["median"] > 0
+    assert (proj / "models/adroit/relocate/flow_ae/metrics.json").is_file()
+    assert (proj / "models/adroit/relocate/kubm/seed0/diagnostics.json").is_file()
+    out = run(["snakemake", "-n", "--cores", "1", *smoke_args], cwd=proj).stdout
+    assert "Nothing to be done" in out, out
+    return doc

@@ -133,7 +133,7 @@ def test_dvc_yaml_renders_for_every_profile(profile):
                         node = node[part]  # every listed key exists in the file it is listed under
 
 
-def test_metrics_and_plots_are_uncached(reported_jobs):
+def test_metrics_and_plots_are_uncached():
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert doc["merge_eval-adroit-relocate"]["metrics"] == [{"results/adroit/relocate/eval.json": {"cache": False}}]
     assert {"results/summary.json": {"cache": False}} in doc["summary"]["metrics"]

@@ -6,7 +6,6 @@ node, and the plugin reads its state with sacct. Opt in: KUBM_SLURM=1 or `-m slu
 (`make test-slurm` brings the cluster up, then does both); a plain pytest run skips it.
 """
 
-import json
 import os
 import re
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, run
+from conftest import check_smoke_eval, copy_project, run
 
 pytestmark = pytest.mark.slurm
 
@@ -119,15 +118,5 @@ def test_profile_resources_reach_sbatch(slurm_run):
 def test_slurm_run_reaches_eval_json(slurm_run):
     """The same checks as test_smoke.py's test_smoke_reaches_eval_json, on the SLURM run."""
     proj, _, _, _ = slurm_run
-    doc = json.loads((proj / EVAL).read_text())
-    from kubm.evaluation.report import validate_eval
-
-    validate_eval(doc)
-    kubm = doc["methods"]["kubm"]
-    assert doc["protocol"]["episodes"] == 2 and len(kubm["per_episode"]) == 2
-    assert 0.0 <= kubm["success_rate"] <= 1.0 and kubm["latency_ms"]["policy"]["median"] > 0
-    assert (proj / "models/adroit/relocate/flow_ae/metrics.json").is_file()
-    assert (proj / "models/adroit/relocate/kubm/seed0/diagnostics.json").is_file()
+    check_smoke_eval(proj, EVAL, SMOKE)
     assert "adroit/relocate" in (proj / "results/summary.md").read_text()
-    out = run(["snakemake", "-n", "--cores", "1", *SMOKE], cwd=proj).stdout
-    assert "Nothing to be done" in out, out

@@ -13,7 +13,7 @@ import pytest
 
 from kubm.storage.episode_store import EpisodeStore
 
-from conftest import check_recorded_eval, run
+from conftest import check_recorded_eval, check_smoke_eval, run
 
 pytestmark = pytest.mark.smoke
 
@@ -77,17 +77,7 @@ def test_smoke_perception_stages(smoke_run):
 
 def test_smoke_reaches_eval_json(smoke_run):
     proj, _ = smoke_run
-    doc = json.loads((proj / EVAL).read_text())
-    from kubm.evaluation.report import validate_eval
-
-    validate_eval(doc)
-    kubm = doc["methods"]["kubm"]
-    assert doc["protocol"]["episodes"] == 2 and len(kubm["per_episode"]) == 2
-    assert 0.0 <= kubm["success_rate"] <= 1.0 and kubm["latency_ms"]["policy"]["median"] > 0
-    assert (proj / "models/adroit/relocate/flow_ae/metrics.json").is_file()
-    assert (proj / "models/adroit/relocate/kubm/seed0/diagnostics.json").is_file()
-    out = run(["snakemake", "-n", "--cores", "1", *SMOKE], cwd=proj).stdout
-    assert "Nothing to be done" in out, out
+    check_smoke_eval(proj, EVAL, SMOKE)
 
 
 def test_smoke_eval_json_is_the_recorded_one(smoke_run):
