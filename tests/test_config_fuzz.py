@@ -6,8 +6,6 @@ each mutation to the loader and to everything the DAG computes from a config."""
 
 import copy
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -103,19 +101,45 @@ def test_loader_raises_only_config_errors(cfg):
     consume(config)
 
 
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+def _exception_chain(err):
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 @pytest.mark.slow
 @settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(mutated_configs())
 def test_snakefile_dag_building_fails_only_with_a_config_message(tmp_path_factory, cfg):
-    """`snakemake -n` on a mutated config: it plans, or it stops with the ConfigError's text,
-    never a Python traceback."""
+    """Snakemake's own DAG building on a mutated config (through its API, in process: the
+    subprocess `snakemake -n` cost 7 s a call, mostly start-up): it plans every job, or it
+    stops with a WorkflowError raised from the config check. Any other exception anywhere in
+    the chain is what the CLI would print as a Python traceback."""
+    from snakemake.exceptions import WorkflowError
+
+    from kubm.dvc_stages import workflow_jobs
+
     path = tmp_path_factory.mktemp("fuzz") / "mutated.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([SNAKEMAKE, "-n", "--quiet", "rules", "--cores", "1", "--configfile", str(path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    try:
+        workflow_jobs(ROOT, [str(path)])
+    except WorkflowError as err:
+        chain = list(_exception_chain(err))
+        assert all(isinstance(e, (WorkflowError, kcfg.ConfigError)) for e in chain), chain
+        assert "config" in str(err).lower(), str(err)
+
+
+def test_snakemake_cli_prints_the_config_error_without_a_traceback(tmp_path):
+    """The CLI end of the in-process check above, on the case the fuzzer first found."""
+    import subprocess
+    import sys
+
+    cfg = copy.deepcopy(RAW)
+    cfg["suites"]["adroit"]["defaults"]["seeds"]["train"]["start"] = 0.0
+    path = tmp_path / "float_seed.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "--quiet", "rules", "--cores", "1",
+                           "--configfile", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        assert "Traceback" not in out and ("config" in out.lower()), out[-3000:]
+    assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert "seeds.train.start" in out and "without a decimal point" in out, out[-3000:]
