@@ -147,3 +147,35 @@ def test_features_built_under_another_config_are_refused(tmp_path):
                                          r"the active config gives [0-9a-f]{16}.*snakemake"):
         fit(task, config, "regression", 0, train, test, None, tmp_path / "stale", ae=StandInAE())
     assert not (tmp_path / "stale").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("fit:\n  kubm: [\n", "is not valid YAML"),
+    (None, "config file not found"),
+])
+def test_unreadable_config_file_is_named(tmp_path, root, monkeypatch, text, message):
+    from typer.testing import CliRunner
+
+    from kubm.cli import app
+
+    monkeypatch.chdir(root)
+    path = tmp_path / "profile.yaml"
+    if text is not None:
+        path.write_text(text)
+    res = CliRunner().invoke(app, ["check-config", "-c", str(path)])
+    assert res.exit_code == 2 and message in res.output and str(path) in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_target_after_configfile_is_named_not_read_as_config(root):
+    """`--configfile` takes several values, so a results file after it is read as a config."""
+    import subprocess
+    import sys
+
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    proc = subprocess.run([snakemake, "-n", "--cores", "1", "--configfile", "config/smoke.yaml",
+                           "results/adroit/relocate/eval.json"], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert "was read as a config file" in out and "put targets before it" in out, out[-3000:]

@@ -39,7 +39,16 @@ def test_config_typo_reaches_cli(tmp_path, root, monkeypatch):
     bad.write_text("suites:\n  adroit:\n    defaults:\n      n_demo: {train: 1}\n")
     res = runner.invoke(app, ["check-config", "-c", "config/config.yaml", "-c", str(bad)])
     assert res.exit_code == 2
-    assert "unknown key(s) ['n_demo']" in res.output
+    assert "unknown key(s) ['n_demo'] (did you mean n_demo -> n_demos?)" in res.output
+
+
+def test_config_key_in_the_wrong_case_names_the_right_one(tmp_path, root, monkeypatch):
+    monkeypatch.chdir(root)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fit:\n  kubm:\n    lr_k: 0.01\n    zzz: 1\n")
+    res = runner.invoke(app, ["check-config", "-c", str(bad)])
+    assert res.exit_code == 2
+    assert "unknown key(s) ['lr_k', 'zzz'] (did you mean lr_k -> lr_K?)" in res.output
 
 
 def test_dvc_yaml_in_step(root, monkeypatch):

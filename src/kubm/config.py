@@ -9,6 +9,7 @@ and every error names the offending key and the allowed values.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import hashlib
 import math
@@ -117,12 +118,22 @@ def _validator(methods: tuple[str, ...]):
     return _with_defaults(jsonschema.Draft202012Validator)(schema())
 
 
+def _did_you_mean(unknown: list, allowed: list[str]) -> str:
+    """' (did you mean lr_K?)' for a typo of an allowed key: case slips and near misses."""
+    lower = {a.lower(): a for a in allowed}
+    hints = []
+    for key in map(str, unknown):
+        close = [lower[key.lower()]] if key.lower() in lower else difflib.get_close_matches(key, allowed, n=1)
+        hints += [f"{key} -> {close[0]}"] if close else []
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def _format_error(err: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
-        return f"config key {key}: unknown key(s) {extra}; allowed keys: {allowed}"
+        return f"config key {key}: unknown key(s) {extra}{_did_you_mean(extra, allowed)}; allowed keys: {allowed}"
     if err.validator == "enum":
         return f"config key {key}: {err.instance!r} is not allowed; allowed values: {err.validator_value}"
     if err.validator == "type":
@@ -205,7 +216,8 @@ def validate(config: dict) -> dict:
         for method, over in (t.settings.get("method_params") or {}).items():
             unknown = sorted(set(over) - fit_keys[method])
             if unknown:
-                raise ConfigError(f"suites.{suite}.tasks.{task}.method_params.{method}: unknown key(s) {unknown}; "
+                hint = _did_you_mean(unknown, sorted(fit_keys[method]))
+                raise ConfigError(f"suites.{suite}.tasks.{task}.method_params.{method}: unknown key(s) {unknown}{hint}; "
                                   f"allowed keys (those of fit.{method}): {sorted(fit_keys[method])}")
         _check_expert(t)
         for method in task_methods(config, suite, task):
