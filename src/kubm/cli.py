@@ -243,6 +243,8 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="eval.json to write (default results/{suite}/{task}/eval.json)")] = None,
     configfile: ConfigFiles = None,
     threads: ThreadsOpt = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes, one simulator each (each with one torch "
+                                                     "thread); the result does not depend on it")] = 1,
     progress: ProgressOpt = True,
 ) -> None:
     """Roll every model out in the simulator on the test seeds (any method) and write eval.json."""
@@ -254,7 +256,7 @@ def evaluate(
     models = [*models, *(Path(a) for a in ctx.args)]  # `--models A B C`: B and C arrive as extra args
     config, task = _stage_setup(task_id, configfile, threads)
     out = out or Path(f"results/{task.suite}/{task.task}/eval.json")
-    doc = run_evaluate(task, config, models, ae, test, out, progress=progress)
+    doc = run_evaluate(task, config, models, ae, test, out, progress=progress, workers=workers)
     for method, m in doc["methods"].items():
         typer.echo(f"{task.id} {method}: success {m['success_rate']:.0%} ± {m['std']:.0%} "
                    f"(95% CI {m['ci95'][0]:.0%}-{m['ci95'][1]:.0%}), replans {m['replans_mean']:.1f}")

@@ -13,13 +13,16 @@ rule evaluate_method:
         "logs/{suite}/{task}/evaluate_{method}.log",
     benchmark:
         "logs/benchmarks/{suite}/{task}/evaluate_{method}.tsv"
-    threads: 1
+    # one worker process (one simulator, one torch thread) per thread: episodes run side by
+    # side, and the document does not depend on how many (tests/test_evaluate_workers.py)
+    threads: 2
     resources:
         runtime=180,
         mem_mb=4000,
     shell:
         "{KUBM} evaluate {wildcards.suite}/{wildcards.task} --models {input.models} --ae {input.ae} "
-        "--test {input.test} --out {output.eval} --threads {threads} --no-progress {CONFIG_ARGS} > {log} 2>&1"
+        "--test {input.test} --out {output.eval} --threads 1 --workers {threads} --no-progress {CONFIG_ARGS} "
+        "> {log} 2>&1"
 
 
 rule merge_eval:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kubm.config import TaskConfig
-from kubm.evaluation.episodes import build_perception, run_models
+from kubm.evaluation.episodes import WorkerSpec, build_perception, run_models
 from kubm.evaluation.metrics import distinct_wilson_interval
 from kubm.evaluation.models import (
     CompatibilityError,
@@ -64,8 +64,12 @@ def _open_loop_summary(outcomes: list[tuple[int, bool]], twins: dict) -> dict:
 def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, test_features: Path, out: Path, *,
              progress: bool = True, load_policy: Callable[[Path], Any] | None = None,
              load_ae: Callable[[Path], Any] | None = None,
-             context_fn: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None) -> dict:
+             context_fn: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None,
+             workers: int = 1) -> dict:
     """Evaluate `models` (one dir per method and training seed) on task's test seeds; write `out`.
+
+    workers > 1 rolls the episodes out in that many processes, one simulator each; the
+    document is the same as with one (timing fields aside).
 
     load_policy / load_ae / context_fn replace kubm.policies.load_policy, FlowAE.load and
     kubm.features.context.extract_context (tests use fakes). Returns the eval.json document.
@@ -80,6 +84,9 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
     models = [Path(m) for m in models]
     if not models:
         raise EvaluationError("no model directories given (--models)")
+    if workers > 1 and (load_policy or load_ae or context_fn):
+        raise EvaluationError("workers > 1 rebuilds the models, AE and context in each worker process: "
+                              "custom loaders run with workers=1 only")
     feat = feature_info(test_features)
     check_lineage(test_features, feat.attrs.get("lineage"), config, task, "encode")
     check_lineage(ae_dir, recorded_lineage(ae_dir), config, task, "train_ae")
@@ -104,8 +111,10 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
             raise CompatibilityError(f"{task.id} env has {env.action_dim} actions but {test_features} has "
                                      f"d_q={feat.d_q}")
         perception = build_perception(task, config, env, n_points)
+        spec = WorkerSpec(task, config, tuple(x.path for x in loaded), Path(ae_dir), Path(test_features),
+                          config.get("track", {}).get("n_points", 256), horizon, root, art)
         eps = run_models(env, loaded, ae, perception, seeds, ecfg, horizon=horizon, context_fn=ctx_fn, root=root,
-                         art=art, progress=progress, desc=f"evaluate {task.id}")
+                         art=art, progress=progress, desc=f"evaluate {task.id}", workers=workers, spec=spec)
     finally:
         env.close()
 
