@@ -20,12 +20,24 @@ from pathlib import Path
 from kubm.config import DEFAULT_CONFIG, all_tasks, load_config
 
 
+def table(doc: dict) -> str:
+    lines = ["| task | test mean px | test p95 px | train mean px | centroid error, test (px) |", "|---|---|---|---|---|"]
+    for task, r in doc["tasks"].items():
+        lines.append(f"| {task} | {r['test']['mean']:.2f} | {r['test']['p95']:.2f} | {r['train']['mean']:.2f} | "
+                     f"{r['test']['centroid_mean']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, default=Path("models"))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--update", action="store_true", help="keep --out's entries for tasks not found here")
+    ap.add_argument("--table", type=Path, help="print the README's Markdown table of this results file")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return 0
     before = json.loads(args.out.read_text())["tasks"] if args.update and args.out and args.out.is_file() else {}
     config = load_config([DEFAULT_CONFIG])
     doc = {"tasks": {}, "missing": []}
