@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import stable_eval
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
 from kubm.features.flow_ae import WEIGHTS, FlowAE, FlowAEConfig, FlowAutoencoder, sha256_file
@@ -18,7 +19,6 @@ from kubm.stages.fit import fit
 from kubm.storage.episode_store import ArraySpec, EpisodeWriter
 
 D_Q, D_FLOW, D_C, T = 30, 8, 2, 10
-TIMING = ("wall_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step", "git_revision", "versions")
 
 
 def _features(path, ae_dir, n_eps, seed):
@@ -55,14 +55,6 @@ def setup(tmp_path_factory):
     return task, config, models, ae_dir, test, tmp
 
 
-def _strip(x):
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [_strip(v) for v in x]
-    return x
-
-
 def test_two_workers_give_the_same_document_as_one(setup):
     task, config, models, ae_dir, test, tmp = setup
     docs = {}
@@ -75,7 +67,7 @@ def test_two_workers_give_the_same_document_as_one(setup):
     assert one["methods"]["regression"]["identical_to"] == {"1": 0}
     assert one["artifacts"]["videos"] == two["artifacts"]["videos"] == ["videos/regression_seed0_ep100000.mp4"]
     assert (tmp / "w2" / "videos" / "regression_seed0_ep100000.mp4").stat().st_size > 0
-    assert _strip(one) == _strip(two)
+    assert stable_eval(one) == stable_eval(two)
 
 
 def test_workers_refuse_custom_loaders(setup):
