@@ -21,4 +21,6 @@ rule all:
     input:
         all_targets(),
         "results/summary.md",
+        perturbed_targets(),
+        "results/report.md",
     default_target: True

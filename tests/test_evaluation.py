@@ -360,7 +360,7 @@ def test_cli_takes_model_lists_in_both_forms(monkeypatch, tmp_path):
     monkeypatch.chdir(root)
     seen = []
 
-    def fake(task, config, models, ae, test, out, *, progress, workers):
+    def fake(task, config, models, ae, test, out, *, progress, workers, perturbed=False):
         seen.append([str(m) for m in models])
         assert workers == 1  # the default
         return {"methods": {"fake": {"success_rate": 0.5, "std": 0.0, "ci95": [0.1, 0.9], "replans_mean": 1.0}}}

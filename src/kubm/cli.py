@@ -245,6 +245,8 @@ def evaluate(
     threads: ThreadsOpt = 1,
     workers: Annotated[int, typer.Option(min=1, help="worker processes, one simulator each (each with one torch "
                                                      "thread); the result does not depend on it")] = 1,
+    perturbed: Annotated[bool, typer.Option("--perturbed", help="the perturbed protocol: the task's perturbation "
+                                            "on the same test seeds, context observed every step")] = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Roll every model out in the simulator on the test seeds (any method) and write eval.json."""
@@ -255,11 +257,12 @@ def evaluate(
         _fail(f"unexpected option(s) {stray}")
     models = [*models, *(Path(a) for a in ctx.args)]  # `--models A B C`: B and C arrive as extra args
     config, task = _stage_setup(task_id, configfile, threads)
-    out = out or Path(f"results/{task.suite}/{task.task}/eval.json")
-    doc = run_evaluate(task, config, models, ae, test, out, progress=progress, workers=workers)
+    out = out or Path(f"results/{task.suite}/{task.task}/{'perturbed/' if perturbed else ''}eval.json")
+    doc = run_evaluate(task, config, models, ae, test, out, progress=progress, workers=workers, perturbed=perturbed)
     for method, m in doc["methods"].items():
         typer.echo(f"{task.id} {method}: success {m['success_rate']:.0%} ± {m['std']:.0%} "
-                   f"(95% CI {m['ci95'][0]:.0%}-{m['ci95'][1]:.0%}), replans {m['replans_mean']:.1f}")
+                   f"(95% CI {m['ci95'][0]:.0%}-{m['ci95'][1]:.0%}), replans {m['replans_mean']:.1f}"
+                   + (f"; open loop {m['open_loop']['success_rate']:.0%}" if "open_loop" in m else ""))
     typer.echo(f"wrote {out}")
 
 
@@ -323,6 +326,20 @@ def summary(
     if readme is not None:
         update_readme(readme, s, str(out.with_suffix(".json")))
     typer.echo(f"wrote {out} and {out.with_suffix('.json')}: {len(s['tasks'])} tasks, methods {s['methods']}")
+
+
+@app.command()
+def report(
+    evals: Annotated[list[Path], typer.Argument(help="eval.json files: each task's, and perturbed/eval.json where "
+                                                     "a task has a perturbation")],
+    out: Annotated[Path, typer.Option(help="report.md to write (report.json and <stem>_plots/ go beside it)")] = Path(
+        "results/report.md"),
+) -> None:
+    """The paper's claims against the committed metrics: verdicts with intervals, tables and the flow-error plot."""
+    from kubm.evaluation.claims import write_report
+
+    rep = write_report(evals, out)
+    typer.echo(f"wrote {out}: " + "; ".join(f"claim {k}: {v}" for k, v in rep["verdicts"].items()))
 
 
 @app.command()

@@ -294,6 +294,8 @@ class TaskConfig:
     def hash(self) -> str:
         """Hash of everything that determines this task's data (recorded in store attrs)."""
         settings = dict(self.settings)
+        # the perturbation changes no data, only the perturbed evaluation (whose own hash holds it)
+        settings.pop("perturbation", None)
         if settings.get("method_params"):
             settings["method_params"] = {m: _hash_names(m, over) for m, over in settings["method_params"].items()}
         blob = json.dumps({"simulator": self.simulator, **settings}, sort_keys=True)
@@ -346,12 +348,14 @@ STAGE_TASK_KEYS = {
     "encode": ("context",),
     "fit": (),
     "evaluate": ("horizon", "camera", "seeds", "context"),
+    "evaluate_perturbed": ("horizon", "camera", "seeds", "context", "perturbation"),
 }
 
 
 OPTIONAL_STAGE_TASK_KEYS = {
     "collect": ("assets_dir", "instances"),
     "evaluate": ("assets_dir", "instances"),
+    "evaluate_perturbed": ("assets_dir", "instances"),
 }
 
 
@@ -432,7 +436,7 @@ def method_hash(config: dict, suite: str, task: str, method: str) -> str:
 # The sections an evaluation reads besides its method's settings.
 EVAL_SECTIONS = ("evaluate", "segment", "track", "weights")
 # The rules whose jobs read the config (each has a config_hash param in workflow/rules/).
-PARAM_RULES = (*STAGE_SECTIONS, "fit", "evaluate_method")
+PARAM_RULES = (*STAGE_SECTIONS, "fit", "evaluate_method", "evaluate_perturbed")
 
 
 def rule_config_hash(config: dict, rule: str, suite: str, task: str, method: str | None = None) -> str:
@@ -444,6 +448,9 @@ def rule_config_hash(config: dict, rule: str, suite: str, task: str, method: str
         return method_hash(config, suite, task, method)
     if rule == "evaluate_method":
         return stage_hash(config, suite, task, "evaluate", *EVAL_SECTIONS) + method_hash(config, suite, task, method)
+    if rule == "evaluate_perturbed":  # every method's models at once
+        every = hashlib.sha256("".join(method_hash(config, suite, task, m) for m in method_names()).encode())
+        return stage_hash(config, suite, task, rule, *EVAL_SECTIONS, "perturbed") + every.hexdigest()[:16]
     raise ConfigError(f"rule {rule!r} reads no config settings")
 
 
@@ -455,6 +462,9 @@ def rule_config_keys(rule: str, suite: str, task: str, method: str | None = None
         stage, sections, task_keys = "fit", [f"fit.{method}"], [f"method_params.{method}"]
     elif rule == "evaluate_method":
         stage, sections, task_keys = "evaluate", [*EVAL_SECTIONS, f"fit.{method}"], [f"method_params.{method}"]
+    elif rule == "evaluate_perturbed":
+        stage, sections = rule, [*EVAL_SECTIONS, "perturbed", *(f"fit.{m}" for m in method_names())]
+        task_keys = [f"method_params.{m}" for m in method_names()]
     elif rule in STAGE_SECTIONS:
         stage, sections, task_keys = rule, list(STAGE_SECTIONS[rule]), []
     else:

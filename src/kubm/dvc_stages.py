@@ -31,11 +31,12 @@ from kubm.config import load_config, rule_config_hash, rule_config_keys
 from kubm.errors import ConfigError
 
 # Outputs kept in git as DVC metrics (cache: false): each task's eval.json and the
-# cross-task summary, so `dvc metrics diff` compares commits and the README's tables come
+# cross-task summary and report, so `dvc metrics diff` compares commits and the README's tables come
 # from committed files. The summary's plots are DVC plots.
-METRIC_OUTPUT = re.compile(r"^results/(\w+/\w+/eval\.json|summary\.json)$")
-PLOT_OUTPUT = re.compile(r"^results/summary_plots$")
-GIT_OUTPUT = re.compile(r"^results/summary\.md$")  # the generated table, committed beside the metrics
+METRIC_OUTPUT = re.compile(r"^results/(\w+/\w+/(perturbed/)?eval\.json|summary\.json|report\.json)$")
+PLOT_OUTPUT = re.compile(r"^results/(summary|report)_plots$")
+# the generated tables, committed beside the metrics
+GIT_OUTPUT = re.compile(r"^results/(summary|report)\.md$")
 # The profile the committed dvc.yaml and dvc.lock describe: the reported study.
 REPORTED_PROFILES = ("config/study.yaml",)
 SHARED_CODE = ("Snakefile", "workflow/rules/common.smk", "src/kubm/schemas")

@@ -53,6 +53,12 @@ def all_targets():
     return [f"results/{s}/{t}/eval.json" for s, t in kcfg.target_tasks(config)]
 
 
+def perturbed_targets():
+    """The perturbed protocol's results of the target tasks that configure a perturbation."""
+    return [f"results/{s}/{t}/perturbed/eval.json" for s, t in kcfg.target_tasks(config)
+            if kcfg.resolve_task(config, s, t).settings.get("perturbation")]
+
+
 def task_methods(wildcards):
     return kcfg.task_methods(config, wildcards.suite, wildcards.task)
 

@@ -25,6 +25,52 @@ rule evaluate_method:
         "> {log} 2>&1"
 
 
+rule evaluate_perturbed:
+    """Every method of a task on its perturbed test seeds (K-UBM open loop and replanning, and the baselines)."""
+    input:
+        models=lambda w: [f"models/{w.suite}/{w.task}/{m}/seed{k}" for m in task_methods(w) for k in fit_seeds(m)],
+        ae="models/{suite}/{task}/flow_ae",
+        test="data/{suite}/{task}/features/test.zarr",
+    output:
+        eval="results/{suite}/{task}/perturbed/eval.json",
+        videos=directory("results/{suite}/{task}/perturbed/videos"),
+        plots=directory("results/{suite}/{task}/perturbed/plots"),
+    params:
+        config_hash=config_hash("evaluate_perturbed"),
+    log:
+        "logs/{suite}/{task}/evaluate_perturbed.log",
+    benchmark:
+        "logs/benchmarks/{suite}/{task}/evaluate_perturbed.tsv"
+    threads: 2
+    resources:
+        runtime=360,
+        mem_mb=4000,
+    shell:
+        "{KUBM} evaluate {wildcards.suite}/{wildcards.task} --perturbed --models {input.models} --ae {input.ae} "
+        "--test {input.test} --out {output.eval} --threads 1 --workers {threads} --no-progress {CONFIG_ARGS} "
+        "> {log} 2>&1"
+
+
+rule report:
+    """results/report.md: the paper's claims against the committed metrics (no model is rebuilt)."""
+    input:
+        evals=all_targets(),
+        perturbed=perturbed_targets(),
+    output:
+        md="results/report.md",
+        json="results/report.json",
+        plots=directory("results/report_plots"),
+    log:
+        "logs/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        runtime=10,
+    shell:
+        "{KUBM} report {input.evals} {input.perturbed} --out {output.md} > {log} 2>&1"
+
+
 rule merge_eval:
     """The task's eval.json: the per-method documents of the methods its config lists."""
     input:

@@ -67,6 +67,7 @@ class WorkerSpec:
     horizon: int
     root: Path
     art: Path
+    ecfg: dict | None = None  # the protocol's evaluate settings, when not config["evaluate"]
 
 
 @dataclass
@@ -108,8 +109,16 @@ def _execute(job: EpisodeJob, s: _Session) -> tuple[EpisodeResult, bool | None, 
     from kubm.report.video import write_mp4
 
     x, ecfg = s.loaded[job.model], s.ecfg
-    ep = run_episode(s.env, x.policy, s.ae, s.perception, job.seed, context_fn=s.context_fn, horizon=s.horizon,
-                     replan=ecfg["replan"], min_replan_interval=ecfg["min_replan_interval"], record_video=job.record)
+    pert = ecfg.get("perturbation")  # a PerturbationSpec in the perturbed protocol
+
+    def rollout(replan: bool, record: bool):
+        return run_episode(s.env, x.policy, s.ae, s.perception, job.seed, context_fn=s.context_fn,
+                           horizon=s.horizon, replan=replan, min_replan_interval=ecfg["min_replan_interval"],
+                           record_video=record, perturbation=None if pert is None else pert.for_episode(job.seed),
+                           context_every_step=bool(ecfg.get("context_every_step", False)),
+                           context_replan_px=ecfg.get("context_replan_px"))
+
+    ep = rollout(ecfg["replan"], job.record)
     video = None
     if job.record:
         rel = s.art / "videos" / f"{x.method}_seed{x.seed}_ep{job.seed}.mp4"
@@ -120,9 +129,7 @@ def _execute(job: EpisodeJob, s: _Session) -> tuple[EpisodeResult, bool | None, 
     if job.ablate:
         # the same episode executed open loop; with no replan it is the same episode
         # (simulator, perception and policy are deterministic), so it is reused
-        open_loop = ep.success if ep.replans == 0 else run_episode(
-            s.env, x.policy, s.ae, s.perception, job.seed, context_fn=s.context_fn, horizon=s.horizon,
-            replan=False).success
+        open_loop = ep.success if ep.replans == 0 else rollout(False, False).success
     return ep, open_loop, video
 
 
@@ -143,7 +150,7 @@ def _worker_init(spec: WorkerSpec) -> None:
     loaded = load_models(list(spec.models), spec.task, feat)
     env = make_env(spec.task.suite, spec.task.task, spec.task.settings, render=True)
     _WORKER = _Session(env, loaded, ae, build_perception(spec.task, spec.config, env, n_points),
-                       context_function(spec.task.settings, feat), spec.config["evaluate"], spec.horizon,
+                       context_function(spec.task.settings, feat), spec.ecfg or spec.config["evaluate"], spec.horizon,
                        spec.root, spec.art)
 
 

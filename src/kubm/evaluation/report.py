@@ -18,7 +18,9 @@ from kubm.evaluation.rollout import EpisodeResult
 from kubm.errors import DataError
 
 __all__ = [
+    "CURVE_BINS",
     "EvalDocumentError",
+    "divergence_curve",
     "eval_schema",
     "method_summary",
     "plot_flow_error",
@@ -38,6 +40,7 @@ STATISTICS = {
                                     "time and joints; mean over episodes",
     "divergence": "pixel distance between the observed and the decoded predicted centroid of the "
                   "points visible now (kubm.evaluation.metrics.centroid_divergence)",
+    "divergence_curve": "per episode: mean divergence in 20 equal bins of normalised time (null: no prediction)",
 }
 
 
@@ -49,9 +52,26 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
+CURVE_BINS = 20  # the divergence curve of an episode: means over 20 equal bins of normalised time
+
+
+def divergence_curve(divergence: np.ndarray, bins: int = CURVE_BINS) -> list[float | None] | None:
+    """Mean predicted-vs-observed divergence (px) in ``bins`` equal bins of normalised time
+    (None for a bin with no prediction); None when the episode had no prediction at all."""
+    d = np.asarray(divergence, float)
+    if not np.isfinite(d).any():
+        return None
+    out = []
+    for chunk in np.array_split(d, bins):
+        ok = chunk[np.isfinite(chunk)]
+        out.append(float(ok.mean()) if ok.size else None)
+    return out
+
+
 def method_summary(results: Sequence[tuple[int, EpisodeResult]], *, replan_threshold_px: float | None = None,
-                   models: Sequence[str] = ()) -> dict:
-    """One method's entry of eval.json from (training seed, episode) pairs."""
+                   models: Sequence[str] = (), perturbed: bool = False) -> dict:
+    """One method's entry of eval.json from (training seed, episode) pairs. ``perturbed``
+    adds each episode's perturbation step and context-triggered replans."""
     if not results:
         raise ValueError("no episodes to summarise")
     by_seed: dict[int, list[EpisodeResult]] = {}
@@ -71,6 +91,8 @@ def method_summary(results: Sequence[tuple[int, EpisodeResult]], *, replan_thres
         "policy_ms_per_step": e.policy_step_s * 1e3, "perception_ms_per_step": e.perception_step_s * 1e3,
         "mean_squared_jerk": _num(e.smoothness),
         "final_divergence_px": _num(e.divergence[np.isfinite(e.divergence)][-1]) if np.isfinite(e.divergence).any() else None,
+        "divergence_curve": divergence_curve(e.divergence),
+        **({"perturbed_at": e.perturbed_at, "context_replans": int(e.context_replans)} if perturbed else {}),
     } for s, e in results]
     return {
         "success_rate": float(rates.mean()),

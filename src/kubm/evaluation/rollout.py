@@ -20,6 +20,16 @@ centroid of the decoded predicted flow; when the divergence exceeds the policy's
 after the current plan was made, the policy replans
 from [last executed action; observed flow; context] for the steps left.
 
+Context (docs/design.md, "Perturbations"): by default the task context (e.g. the goal
+marker's centroid) is read from the first frame. With ``context_every_step`` it is observed
+after every step as well: receding-horizon policies get the latest one, and a planning
+policy replans when it has moved more than ``context_replan_px`` pixels from the context its
+plan was made with. A marker hidden for a moment (the hand in front of it) keeps the last
+context seen.
+
+Perturbation: an ``EpisodePerturbation`` moves a part of the scene once, after the step at
+which it is due (kubm.evaluation.perturbation); the policy sees it in the next observation.
+
 Timing: ``policy_s`` sums ``time.perf_counter`` around policy calls only (plan, replan,
 per-step action read / act); ``perception_s`` sums segmentation, tracking, context
 extraction and AE encode/decode. Both are reported per step (total / steps).
@@ -34,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from kubm.errors import PerceptionError
+from kubm.errors import DataError, PerceptionError
 from kubm.evaluation.metrics import centroid_divergence, mean_squared_jerk
 
 __all__ = [
@@ -137,6 +147,7 @@ class PlanRunner:
         self.can_replan = hasattr(policy, "replan") and self.threshold is not None
         self.actions = self.flow = None
         self.k = 0
+        self.context = None  # the context the current plan was made with
 
     def _take(self, plan) -> None:
         self.actions = _np(_get(plan, "actions"))
@@ -148,6 +159,10 @@ class PlanRunner:
 
     def start(self, qpos0, flow0, context, T: int) -> None:
         self._take(self.policy.plan(qpos0, flow0, context, T))
+        self.context = context
+
+    def observe_context(self, context) -> None:
+        """A plan keeps its context; a context change acts through a replan."""
 
     def act(self, t: int, qpos, flow) -> np.ndarray:
         a = self.actions[min(self.k, len(self.actions) - 1)]  # a short plan holds its last action
@@ -172,6 +187,7 @@ class PlanRunner:
 
     def replan(self, last_action, flow_obs, context, T_left: int) -> None:
         self._take(self.policy.replan(last_action, flow_obs, context, T_left))
+        self.context = context
 
 
 class ActRunner:
@@ -190,6 +206,9 @@ class ActRunner:
         self.context = context
         if hasattr(self.policy, "reset"):
             self.policy.reset()
+
+    def observe_context(self, context) -> None:
+        self.context = context
 
     def act(self, t: int, qpos, flow) -> np.ndarray:
         return _np(self.policy.act({"t": t, "qpos": qpos, "flow": flow, "context": self.context}))
@@ -225,6 +244,8 @@ class EpisodeResult:
     actions: np.ndarray  # [steps, d_q] executed (clipped to the joint limits)
     smoothness: float  # mean squared jerk of the executed actions
     frames: list[np.ndarray] | None = field(default=None, repr=False)
+    context_replans: int = 0  # replans triggered by a context change (context_every_step)
+    perturbed_at: int | None = None  # the step after which the perturbation moved its part
 
     @property
     def policy_step_s(self) -> float:
@@ -250,11 +271,13 @@ class _Clock:
 def run_episode(env, policy, ae, perception: OnlinePerception, seed: int, *,
                 context_fn: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
                 horizon: int | None = None, replan: bool = True, min_replan_interval: int = 5,
-                record_video: bool = False) -> EpisodeResult:
+                record_video: bool = False, perturbation=None, context_every_step: bool = False,
+                context_replan_px: float | None = None) -> EpisodeResult:
     """Run one episode and return its record. Success is ``env.success()`` after the final step.
 
     ae: ``encode(points [T,N,2], visible [T,N]) -> [T,d_flow]``, ``decode([T,d_flow]) -> [T,N,2]``.
     context_fn(rgb0, seg0) -> (d_c,) observable task context from the first frame.
+    perturbation: an EpisodePerturbation (kubm.evaluation.perturbation) or None.
     """
     from kubm.report.video import overlay
 
@@ -287,7 +310,9 @@ def run_episode(env, policy, ae, perception: OnlinePerception, seed: int, *,
     divergence = np.full(T, np.nan)
     replanned = np.zeros(T, bool)
     actions = np.zeros((T, len(limits)), np.float32)
-    n_replans = 0
+    n_replans = n_context_replans = 0
+    size = np.asarray(obs.rgb.shape[1::-1], np.float32)  # (W, H): context is image-normalised xy
+    observe_context = context_every_step and context.size > 0
     for t in range(T):
         with pol:
             action = runner.act(t, obs.qpos, flow)
@@ -301,20 +326,38 @@ def run_episode(env, policy, ae, perception: OnlinePerception, seed: int, *,
                 divergence[t] = centroid_divergence(xy, vis, pred)
             if runner.needs_flow:
                 flow = _np(ae.encode(xy[None], vis[None]))[0]
+            if observe_context:
+                context = _observed_context(context_fn, obs, context)
+                runner.observe_context(context)
         if record_video:
             frames.append(overlay(obs.rgb, None, xy, vis, pred))
-        if (replan and runner.can_replan and t < T - 1 and np.isfinite(divergence[t])
-                and divergence[t] > runner.threshold_now() and runner.steps_since_plan >= min_replan_interval):
-            with per:
-                flow_obs = _np(ae.encode(xy[None], vis[None]))[0]
-            with pol:
-                runner.replan(action, flow_obs, context, T - t - 1)
-            replanned[t] = True
-            n_replans += 1
+        if replan and runner.can_replan and t < T - 1 and runner.steps_since_plan >= min_replan_interval:
+            flow_diverged = np.isfinite(divergence[t]) and divergence[t] > runner.threshold_now()
+            context_moved = (observe_context and context_replan_px is not None
+                             and float(np.max(np.abs(context - runner.context) * size)) > context_replan_px)
+            if flow_diverged or context_moved:
+                with per:
+                    flow_obs = _np(ae.encode(xy[None], vis[None]))[0]
+                with pol:
+                    runner.replan(action, flow_obs, context, T - t - 1)
+                replanned[t] = True
+                n_replans += 1
+                n_context_replans += int(context_moved and not flow_diverged)
+        if perturbation is not None:
+            perturbation.maybe_apply(env, t)
 
     success = bool(env.success())
     return EpisodeResult(
         seed=int(seed), success=success, steps=T, replans=n_replans, wall_s=time.perf_counter() - wall0,
         policy_s=pol.total, perception_s=per.total, divergence=divergence, replanned=replanned,
         actions=actions, smoothness=mean_squared_jerk(actions, env.fps), frames=frames,
+        context_replans=n_context_replans, perturbed_at=None if perturbation is None else perturbation.applied_at,
     )
+
+
+def _observed_context(context_fn, obs, last: np.ndarray) -> np.ndarray:
+    """The context in this observation, or the last one seen when the marker is hidden."""
+    try:
+        return _np(context_fn(obs.rgb, obs.seg)).reshape(-1)
+    except DataError:
+        return last

@@ -60,6 +60,16 @@ OBJECT_STATE_LAYOUT: dict[str, list[tuple[str, int]]] = {
     "relocate": [("ball_pos", 3), ("target_pos", 3)],
 }
 
+# Parts a perturbation may move mid-episode (kubm.evaluation.perturbation): name ->
+# (MuJoCo object kind, its name). The gymnasium-robotics reset re-randomises both, so a move
+# never outlives its episode.
+MOVABLE_PARTS: dict[str, dict[str, tuple[str, str]]] = {
+    "door": {"door": ("body", "frame")},  # the frame carries the door, its hinge and the handle
+    "relocate": {"target": ("site", "target")},
+    "hammer": {},
+    "pen": {},
+}
+
 
 def _gym_env(task: str):
     import gymnasium as gym
@@ -113,6 +123,7 @@ class AdroitEnv:
         self._gear = m.actuator_gear[:, 0].copy()
         self._ctrlrange = m.actuator_ctrlrange.copy()
         self.object_seg_ids = [m.body(b).id for b in OBJECT_BODIES[task]]
+        self.object_state_layout = list(OBJECT_STATE_LAYOUT[task])
         self._t = 0
 
         self.camera = self._resolve_camera(camera or CameraSpec())
@@ -345,6 +356,25 @@ class AdroitEnv:
 
     def joint_limits(self) -> np.ndarray:
         return self._limits.copy()
+
+    # ------------------------------------------------------------- perturbation
+    def movable_parts(self) -> list[str]:
+        return list(MOVABLE_PARTS[self.task])
+
+    def move_part(self, name: str, offset: np.ndarray) -> None:
+        """Displace a movable part by ``offset`` (m, world frame) now, mid-episode; the next
+        observation shows it moved."""
+        parts = MOVABLE_PARTS[self.task]
+        if name not in parts:
+            raise ConfigError(f"perturbation.move {name!r} is not a movable part of adroit/{self.task}; "
+                              f"allowed: {sorted(parts) or 'none'}")
+        kind, ref = parts[name]
+        offset = np.asarray(offset, float).reshape(3)
+        if kind == "body":
+            self.model.body_pos[self.model.body(ref).id] += offset
+        else:
+            self.model.site_pos[self.model.site(ref).id] += offset
+        mujoco.mj_forward(self.model, self.data)
 
     def close(self) -> None:
         if self.render_enabled and self._ctx is not None:

@@ -35,6 +35,7 @@ from kubm.evaluation.models import (
     load_models,
     train_wall_s,
 )
+from kubm.evaluation.perturbation import perturbation_spec
 from kubm.evaluation.report import STATISTICS, method_summary, plot_flow_error, write_eval
 from kubm.provenance import git_revision, package_versions
 from kubm.stages.lineage import check_lineage, recorded_lineage
@@ -44,13 +45,15 @@ log = logging.getLogger(__name__)
 __all__ = ["CompatibilityError", "EvaluationError", "evaluate"]
 
 
-def _config_hash(task: TaskConfig, config: dict, models: Sequence[Path]) -> str:
+def _config_hash(task: TaskConfig, config: dict, models: Sequence[Path], perturbed: bool = False) -> str:
     model_cfgs = []
     for m in models:
         f = Path(m) / "config.json"
         model_cfgs.append(hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.is_file() else None)
-    blob = json.dumps([task.hash(), [config.get(s) for s in ("evaluate", "segment", "track", "weights")], model_cfgs],
-                      sort_keys=True, default=str)
+    parts = [task.hash(), [config.get(s) for s in ("evaluate", "segment", "track", "weights")], model_cfgs]
+    if perturbed:  # what only the perturbed protocol reads
+        parts.append([config.get("perturbed"), task.settings.get("perturbation")])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -58,15 +61,20 @@ def _open_loop_summary(outcomes: list[tuple[int, bool]], twins: dict) -> dict:
     """Success of the replanning methods' models executed open loop, on the same seeds."""
     k = sum(ok for _, ok in outcomes)
     return {"success_rate": k / len(outcomes), "successes": int(k), "episodes": len(outcomes),
-            "ci95": list(distinct_wilson_interval(outcomes, twins))}
+            "ci95": list(distinct_wilson_interval(outcomes, twins)),
+            "per_episode_success": [bool(ok) for _, ok in outcomes]}  # aligned with the method's per_episode
 
 
 def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, test_features: Path, out: Path, *,
              progress: bool = True, load_policy: Callable[[Path], Any] | None = None,
              load_ae: Callable[[Path], Any] | None = None,
              context_fn: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None,
-             workers: int = 1) -> dict:
+             workers: int = 1, perturbed: bool = False) -> dict:
     """Evaluate `models` (one dir per method and training seed) on task's test seeds; write `out`.
+
+    perturbed: the perturbed protocol (docs/design.md, "Perturbations"): the same test seeds
+    with the task's ``perturbation`` applied, the context observed every step, and the
+    replanning methods also executed open loop.
 
     workers > 1 rolls the episodes out in that many processes, one simulator each; the
     document is the same as with one (timing fields aside).
@@ -77,6 +85,11 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
     from kubm.sim.registry import make_env
 
     ecfg, settings, out = config["evaluate"], task.settings, Path(out)
+    pspec = None
+    if perturbed:
+        pspec = perturbation_spec(settings, task.id)
+        ecfg = {**ecfg, "replan": True, "open_loop_ablation": True, "perturbation": pspec,
+                "context_every_step": True, "context_replan_px": float(config["perturbed"]["context_replan_px"])}
     root = out.parent
     # eval.json owns videos/ and plots/; another document (e.g. eval_noreplan.json for the
     # ablation) keeps its artifacts under its own name so neither overwrites the other.
@@ -110,9 +123,12 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
         if env.action_dim != feat.d_q:
             raise CompatibilityError(f"{task.id} env has {env.action_dim} actions but {test_features} has "
                                      f"d_q={feat.d_q}")
+        if pspec is not None and pspec.move not in env.movable_parts():
+            raise EvaluationError(f"{task.id}: perturbation.move {pspec.move!r} is not a movable part; "
+                                  f"allowed: {env.movable_parts() or 'none'}")
         perception = build_perception(task, config, env, n_points)
         spec = WorkerSpec(task, config, tuple(x.path for x in loaded), Path(ae_dir), Path(test_features),
-                          config.get("track", {}).get("n_points", 256), horizon, root, art)
+                          config.get("track", {}).get("n_points", 256), horizon, root, art, ecfg)
         eps = run_models(env, loaded, ae, perception, seeds, ecfg, horizon=horizon, context_fn=ctx_fn, root=root,
                          art=art, progress=progress, desc=f"evaluate {task.id}", workers=workers, spec=spec)
     finally:
@@ -123,7 +139,11 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
     for method, res in eps.results.items():
         mods = [x for x in loaded if x.method == method]
         threshold = getattr(mods[0].policy, "replan_threshold_px", None)
-        methods[method] = method_summary(res, replan_threshold_px=threshold, models=[str(x.path) for x in mods])
+        methods[method] = method_summary(res, replan_threshold_px=threshold, models=[str(x.path) for x in mods],
+                                         perturbed=perturbed)
+        if perturbed:
+            fired = [e.perturbed_at is not None for _, e in res]
+            methods[method]["perturbed_fraction"] = float(np.mean(fired))
         if method in eps.shared:
             methods[method]["identical_to"] = {str(k): v for k, v in sorted(eps.shared[method].items())}
             methods[method]["ci95"] = list(distinct_wilson_interval(((s, e.success) for s, e in res),
@@ -146,6 +166,8 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
             "horizon": horizon,
             "success": "final step",
             "replan": bool(ecfg["replan"]),
+            **({"perturbation": pspec.describe(), "context": {
+                "observed": "every step", "replan_when_moved_px": ecfg["context_replan_px"]}} if perturbed else {}),
             "min_replan_interval": int(ecfg["min_replan_interval"]),
             "segment_backend": perception.segmenter.name,
             "track_backend": perception.tracker.describe().get("backend", ecfg["track_backend"]),
@@ -158,7 +180,7 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
         "methods": methods,
         "artifacts": {"videos": eps.videos, "plots": plots},
         "versions": package_versions(),
-        "config_hash": _config_hash(task, config, models),
+        "config_hash": _config_hash(task, config, models, perturbed),
         "git_revision": git_revision(),
     }
     write_eval(doc, out)

@@ -143,6 +143,7 @@ class DexArtEnv:
         if len(self.seg_names) > 255:
             raise SimulatorError(f"{len(self.seg_names)} segmentation ids do not fit uint8")
         self.object_seg_ids = [self.seg_names.index(n) for n in T.OBJECT_LINKS[task]]
+        self.object_state_layout = list(T.OBJECT_STATE_LAYOUT[task])
         self.reset(0)
 
     # ------------------------------------------------------------------ camera
@@ -410,6 +411,13 @@ class DexArtEnv:
 
     def joint_limits(self) -> np.ndarray:
         return self._limits.copy()
+
+    def movable_parts(self) -> list[str]:
+        return []  # no DexArt perturbation is defined yet
+
+    def move_part(self, name: str, offset: np.ndarray) -> None:
+        raise ConfigError(f"perturbation.move {name!r}: dexart/{self.task} has no movable parts; "
+                          "perturbations are defined for adroit door and relocate")
 
     def close(self) -> None:
         if self.scene is not None:
