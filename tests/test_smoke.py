@@ -141,18 +141,21 @@ def test_pulled_features_rerun_only_fit_and_evaluate(smoke_run, tmp_path):
     assert not (clone / DEMOS[0]).exists() and (clone / FEATURES[0]).exists()
     dry = run(["snakemake", "-n", "--cores", "1", "--quiet", "rules", *SMOKE], cwd=clone).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
-    assert set(jobs) - {"total"} == {"fit", "evaluate_method", "merge_eval", "summary", "all"}, dry
+    assert set(jobs) - {"total"} == {"fit", "evaluate_method", "merge_eval", "summary", "evaluate_perturbed",
+                                     "report", "all"}, dry
 
 
 def test_adding_a_method_reruns_only_its_nodes(smoke_run, tmp_path):
     """A dry run after adding diffusion to the task's methods plans diffusion's fit and
-    evaluation, the merge and the summary; nothing of kubm/kodex/regression or upstream."""
+    evaluation, the merge and the summary, and the perturbed evaluation (every method at
+    once) and the report; nothing of kubm/kodex/regression or upstream."""
     proj, _ = smoke_run
     extra = tmp_path / "add_diffusion.yaml"
     extra.write_text("suites: {adroit: {tasks: {relocate: {methods: [kubm, kodex, regression, diffusion]}}}}\n")
     dry = run(["snakemake", "-n", "--cores", "1", *SMOKE, str(extra)], cwd=proj).stdout  # one --configfile, two files
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
-    assert jobs == {"fit": "1", "evaluate_method": "1", "merge_eval": "1", "summary": "1", "all": "1", "total": "5"}, dry
+    assert jobs == {"fit": "1", "evaluate_method": "1", "merge_eval": "1", "summary": "1", "evaluate_perturbed": "1",
+                    "report": "1", "all": "1", "total": "7"}, dry
     assert "models/adroit/relocate/diffusion/seed0" in dry and "methods/diffusion.json" in dry
 
 
@@ -263,3 +266,22 @@ def test_a_pulled_smoke_cache_is_not_reused_under_the_default_config(smoke_run, 
     ok = run(["snakemake", "--cores", "1", *SMOKE, "--", model], cwd=clone, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert (clone / model / "config.json").is_file()
+
+
+def test_smoke_perturbed_protocol_and_report(smoke_run):
+    """rule all also runs the perturbed protocol on relocate (the target moves after the
+    grasp) and writes the report from the eval.json files."""
+    from kubm.evaluation.report import validate_eval
+
+    proj, _ = smoke_run
+    doc = json.loads((proj / "results/adroit/relocate/perturbed/eval.json").read_text())
+    validate_eval(doc)
+    assert doc["protocol"]["perturbation"]["move"] == "target"
+    assert doc["protocol"]["test_seeds"] == json.loads((proj / EVAL).read_text())["protocol"]["test_seeds"]
+    kubm = doc["methods"]["kubm"]
+    assert {"perturbed_at", "context_replans"} <= set(kubm["per_episode"][0])
+    assert len(kubm["open_loop"]["per_episode_success"]) == len(kubm["per_episode"])
+    report = (proj / "results/report.md").read_text()
+    assert "| 3. replanning recovers from perturbations |" in report and "adroit/relocate" in report
+    verdicts = json.loads((proj / "results/report.json").read_text())["verdicts"]
+    assert set(verdicts) == {"1 success", "2 latency", "3 perturbation", "4 flow error"}

@@ -15,10 +15,11 @@ def test_dry_run_resolves_eval_for_every_task(root):
     out = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     # 8 tasks x 2 splits for per-split stages; 8 tasks x 3 default methods x 5 seeds for fit,
-    # 8 x 3 method evaluations, 8 merges, one cross-task summary.
+    # 8 x 3 method evaluations, 8 merges, one cross-task summary; the perturbed protocol on the
+    # two tasks that configure a perturbation (door, relocate), and the report.
     assert counts == {"collect": "16", "segment": "16", "track": "16", "train_ae": "8", "encode": "16",
-                      "fit": "120", "evaluate_method": "24", "merge_eval": "8", "summary": "1", "all": "1",
-                      "total": "226"}
+                      "fit": "120", "evaluate_method": "24", "merge_eval": "8", "summary": "1",
+                      "evaluate_perturbed": "2", "report": "1", "all": "1", "total": "229"}
 
 
 def test_study_profile_adds_diffusion_and_act(root):
@@ -107,6 +108,8 @@ def test_eval_json_and_summary_are_uncached_metrics_in_git(root):
     assert "outs" not in merge
     assert {"results/summary.json": {"cache": False}} in stages["summary"]["metrics"]
     for path, ignored in (("results/adroit/relocate/eval.json", False), ("results/summary.json", False),
+                          ("results/adroit/relocate/perturbed/eval.json", False), ("results/report.md", False),
+                          ("results/report.json", False), ("results/adroit/relocate/perturbed/videos/a.mp4", True),
                           ("results/adroit/relocate/methods/kubm.json", True)):
         rc = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode
         assert (rc == 0) == ignored, path
