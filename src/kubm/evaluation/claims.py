@@ -31,7 +31,7 @@ import numpy as np
 
 from kubm.errors import DataError, MissingInput
 from kubm.evaluation.metrics import wilson_interval
-from kubm.evaluation.report import validate_eval
+from kubm.evaluation.report import read_documents, validate_eval
 from kubm.evaluation.summary import build_summary, paired_difference, render_task_tables
 
 __all__ = ["PAPER", "auroc", "build_report", "render_report", "write_report"]
@@ -346,14 +346,11 @@ def plot_flow_error_curves(docs: dict[str, dict], path: Path) -> Path | None:
 
 
 def write_report(eval_paths: Sequence[Path], out_md: Path) -> dict:
-    docs = []
     for p in map(Path, eval_paths):
         if not p.is_file():
             raise MissingInput(f"{p} does not exist; build it with `snakemake {p}` or fetch it with `dvc pull`")
-        try:
-            docs.append((p, json.loads(p.read_text())))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p} is not valid JSON ({e}); restore it with `git checkout -- {p}`") from e
+    docs = read_documents(eval_paths, missing="{p} does not exist",
+                          corrupt="{p} is not valid JSON ({e}); restore it with `git checkout -- {p}`")
     if not docs:
         raise DataError("no eval.json files given")
     rep = build_report(docs)

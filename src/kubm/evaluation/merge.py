@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubm.evaluation.report import EvalDocumentError, validate_eval, write_eval
+from kubm.evaluation.report import EvalDocumentError, read_documents, validate_eval, write_eval
 from kubm.errors import DataError
 
 __all__ = ["MergeError", "merge_eval_docs", "merge_eval_files"]
@@ -83,15 +83,9 @@ def merge_eval_docs(docs: Sequence[tuple[Path, dict]], out: Path, *, suite: str,
 
 def merge_eval_files(inputs: Sequence[Path], out: Path, *, suite: str, task: str,
                      order: Sequence[str] | None = None) -> dict:
-    docs = []
-    for p in inputs:
-        p = Path(p)
-        if not p.is_file():
-            raise MergeError(f"{p} does not exist; run `snakemake {p}` (the evaluate_method rule) first")
-        try:
-            docs.append((p, json.loads(p.read_text())))
-        except json.JSONDecodeError as e:
-            raise MergeError(f"{p}: not valid JSON ({e}); delete it and re-run its evaluate_method rule") from e
+    docs = read_documents(inputs, error=MergeError,
+                          missing="{p} does not exist; run `snakemake {p}` (the evaluate_method rule) first",
+                          corrupt="{p}: not valid JSON ({e}); delete it and re-run its evaluate_method rule")
     doc = merge_eval_docs(docs, out, suite=suite, task=task, order=order)
     write_eval(doc, Path(out))
     return doc

@@ -24,6 +24,7 @@ __all__ = [
     "eval_schema",
     "method_summary",
     "plot_flow_error",
+    "read_documents",
     "validate_eval",
     "write_eval",
 ]
@@ -109,6 +110,21 @@ def method_summary(results: Sequence[tuple[int, EpisodeResult]], *, replan_thres
         "replan_threshold_px": _num(replan_threshold_px),
         "models": [str(m) for m in models],
     }
+
+
+def read_documents(paths: Sequence[Path], *, missing: str, corrupt: str,
+                   error: type[Exception] = DataError) -> list[tuple[Path, dict]]:
+    """(path, parsed JSON) of each file; a missing or unreadable one raises ``error`` with
+    the hint ``missing`` / ``corrupt`` (formatted with ``p``, the path, and ``e``, the reason)."""
+    docs = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise error(missing.format(p=p))
+        try:
+            docs.append((p, json.loads(p.read_text())))
+        except json.JSONDecodeError as e:
+            raise error(corrupt.format(p=p, e=e)) from e
+    return docs
 
 
 def eval_schema() -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 
 from kubm.errors import DataError, MissingInput
 from kubm.evaluation.metrics import distinct_wilson_interval
-from kubm.evaluation.report import validate_eval
+from kubm.evaluation.report import read_documents, validate_eval
 
 __all__ = ["README_BEGIN", "README_END", "REFERENCE", "build_summary", "render_markdown", "render_readme_table",
            "render_task_tables",
@@ -235,12 +235,11 @@ def _plots(summary: dict, folder: Path) -> list[Path]:
 
 def write_summary(eval_paths: Sequence[Path], out_md: Path) -> dict:
     """Read eval.json files, write ``out_md``, the .json beside it and ``summary_plots/``."""
-    evals = []
-    for p in eval_paths:
-        p = Path(p)
+    for p in map(Path, eval_paths):
         if not p.is_file():
             raise MissingInput(f"{p} does not exist; build it with `snakemake {p}`")
-        evals.append((p, json.loads(p.read_text())))
+    evals = read_documents(eval_paths, missing="{p} does not exist",
+                           corrupt="{p} is not valid JSON ({e}); rebuild it with `snakemake {p}`")
     if not evals:
         raise DataError("no eval.json files given")
     summary = build_summary(evals)
