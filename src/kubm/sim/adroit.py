@@ -361,14 +361,24 @@ class AdroitEnv:
     def movable_parts(self) -> list[str]:
         return list(MOVABLE_PARTS[self.task])
 
-    def move_part(self, name: str, offset: np.ndarray) -> None:
-        """Displace a movable part by ``offset`` (m, world frame) now, mid-episode; the next
-        observation shows it moved."""
+    def part_position(self, name: str) -> np.ndarray:
+        """A movable part's position in its parent frame (what the reset randomises)."""
+        kind, ref = self._part(name)
+        if kind == "body":
+            return self.model.body_pos[self.model.body(ref).id].copy()
+        return self.model.site_pos[self.model.site(ref).id].copy()
+
+    def _part(self, name: str) -> tuple[str, str]:
         parts = MOVABLE_PARTS[self.task]
         if name not in parts:
             raise ConfigError(f"perturbation.move {name!r} is not a movable part of adroit/{self.task}; "
                               f"allowed: {sorted(parts) or 'none'}")
-        kind, ref = parts[name]
+        return parts[name]
+
+    def move_part(self, name: str, offset: np.ndarray) -> None:
+        """Displace a movable part by ``offset`` (m, world frame) now, mid-episode; the next
+        observation shows it moved."""
+        kind, ref = self._part(name)
         offset = np.asarray(offset, float).reshape(3)
         if kind == "body":
             self.model.body_pos[self.model.body(ref).id] += offset

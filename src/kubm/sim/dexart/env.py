@@ -415,6 +415,9 @@ class DexArtEnv:
     def movable_parts(self) -> list[str]:
         return []  # no DexArt perturbation is defined yet
 
+    def part_position(self, name: str) -> np.ndarray:
+        return self.move_part(name, np.zeros(3))
+
     def move_part(self, name: str, offset: np.ndarray) -> None:
         raise ConfigError(f"perturbation.move {name!r}: dexart/{self.task} has no movable parts; "
                           "perturbations are defined for adroit door and relocate")
