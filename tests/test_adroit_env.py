@@ -77,6 +77,22 @@ def _project(env, point):
     return int(round(u / w)), int(round(v / w)), cam[2]
 
 
+def test_skipping_the_colour_pass_leaves_depth_and_seg(relocate):
+    """render_rgb=False (the evaluator with sim perception) skips the RGB pass; the depth and
+    seg pass, all that sim tracking reads, is the same."""
+    a = relocate.reset(100000)
+    step_a = relocate.step(a.qpos)
+    relocate.reset(100000)
+    relocate.render_rgb = False
+    try:
+        step_b = relocate.step(a.qpos)
+    finally:
+        relocate.render_rgb = True
+    assert step_b.rgb is None and step_a.rgb is not None
+    np.testing.assert_array_equal(step_a.seg, step_b.seg)
+    np.testing.assert_array_equal(step_a.depth, step_b.depth)
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_object_mask_and_projection(task):
     env = AdroitEnv(task, camera=CameraSpec())

@@ -195,6 +195,22 @@ def test_render_determinism(rendered):
     np.testing.assert_array_equal(a.depth, b.depth)
 
 
+def test_skipping_the_colour_image_leaves_depth_and_seg(rendered):
+    """render_rgb=False (the evaluator with sim perception) reads no colour image; depth and
+    seg, all that sim tracking reads, are the same."""
+    a = rendered.reset(4)
+    step_a = rendered.step(a.qpos)
+    rendered.reset(4)
+    rendered.render_rgb = False
+    try:
+        step_b = rendered.step(a.qpos)
+    finally:
+        rendered.render_rgb = True
+    assert step_b.rgb is None and step_a.rgb is not None
+    np.testing.assert_array_equal(step_a.seg, step_b.seg)
+    np.testing.assert_array_equal(step_a.depth, step_b.depth)
+
+
 # ------------------------------------------------------------------ all four tasks
 
 

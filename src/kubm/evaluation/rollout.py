@@ -118,6 +118,11 @@ class OnlinePerception:
         # On the query frame the tracks are the queries, all visible (as in the track stage).
         return mask0, queries[:, 1:].astype(np.float32), np.ones(len(queries), bool)
 
+    @property
+    def needs_frames(self) -> bool:
+        """Whether tracking reads the images after the first (the sim tracker reads depth and seg only)."""
+        return self.tracker.describe().get("backend") != "sim"
+
     def update(self, env, obs) -> tuple[np.ndarray, np.ndarray]:
         xy, vis = self.tracker.update(obs.rgb, aux=frame_aux(env, obs))
         return _np(xy), np.asarray(vis, bool)
@@ -313,38 +318,48 @@ def run_episode(env, policy, ae, perception: OnlinePerception, seed: int, *,
     n_replans = n_context_replans = 0
     size = np.asarray(obs.rgb.shape[1::-1], np.float32)  # (W, H): context is image-normalised xy
     observe_context = context_every_step and context.size > 0
-    for t in range(T):
-        with pol:
-            action = runner.act(t, obs.qpos, flow)
-        action = np.clip(np.asarray(action, np.float32).reshape(-1), limits[:, 0], limits[:, 1])
-        actions[t] = action
-        obs = env.step(action)
-        with per:
-            xy, vis = perception.update(env, obs)
-            pred = predicted_points()
-            if pred is not None:
-                divergence[t] = centroid_divergence(xy, vis, pred)
-            if runner.needs_flow:
-                flow = _np(ae.encode(xy[None], vis[None]))[0]
-            if observe_context:
-                context = _observed_context(context_fn, obs, context)
-                runner.observe_context(context)
-        if record_video:
-            frames.append(overlay(obs.rgb, None, xy, vis, pred))
-        if replan and runner.can_replan and t < T - 1 and runner.steps_since_plan >= min_replan_interval:
-            flow_diverged = np.isfinite(divergence[t]) and divergence[t] > runner.threshold_now()
-            context_moved = (observe_context and context_replan_px is not None
-                             and float(np.max(np.abs(context - runner.context) * size)) > context_replan_px)
-            if flow_diverged or context_moved:
-                with per:
-                    flow_obs = _np(ae.encode(xy[None], vis[None]))[0]
-                with pol:
-                    runner.replan(action, flow_obs, context, T - t - 1)
-                replanned[t] = True
-                n_replans += 1
-                n_context_replans += int(context_moved and not flow_diverged)
-        if perturbation is not None:
-            perturbation.maybe_apply(env, t)
+    # Skip the colour image where nothing reads it after the first frame (a third of the
+    # render time; depth and seg are what sim tracking reads, so the records are unchanged).
+    rgb_each_step = record_video or observe_context or getattr(perception, "needs_frames", True)
+    skip_rgb = hasattr(env, "render_rgb") and not rgb_each_step
+    if skip_rgb:
+        env.render_rgb = False
+    try:
+        for t in range(T):
+            with pol:
+                action = runner.act(t, obs.qpos, flow)
+            action = np.clip(np.asarray(action, np.float32).reshape(-1), limits[:, 0], limits[:, 1])
+            actions[t] = action
+            obs = env.step(action)
+            with per:
+                xy, vis = perception.update(env, obs)
+                pred = predicted_points()
+                if pred is not None:
+                    divergence[t] = centroid_divergence(xy, vis, pred)
+                if runner.needs_flow:
+                    flow = _np(ae.encode(xy[None], vis[None]))[0]
+                if observe_context:
+                    context = _observed_context(context_fn, obs, context)
+                    runner.observe_context(context)
+            if record_video:
+                frames.append(overlay(obs.rgb, None, xy, vis, pred))
+            if replan and runner.can_replan and t < T - 1 and runner.steps_since_plan >= min_replan_interval:
+                flow_diverged = np.isfinite(divergence[t]) and divergence[t] > runner.threshold_now()
+                context_moved = (observe_context and context_replan_px is not None
+                                 and float(np.max(np.abs(context - runner.context) * size)) > context_replan_px)
+                if flow_diverged or context_moved:
+                    with per:
+                        flow_obs = _np(ae.encode(xy[None], vis[None]))[0]
+                    with pol:
+                        runner.replan(action, flow_obs, context, T - t - 1)
+                    replanned[t] = True
+                    n_replans += 1
+                    n_context_replans += int(context_moved and not flow_diverged)
+            if perturbation is not None:
+                perturbation.maybe_apply(env, t)
+    finally:
+        if skip_rgb:
+            env.render_rgb = True
 
     success = bool(env.success())
     return EpisodeResult(

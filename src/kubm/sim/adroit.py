@@ -103,6 +103,7 @@ class AdroitEnv:
         self.horizon = int(horizon or DEFAULT_HORIZON[task])
         self.frame_skip = int(frame_skip)
         self.render_enabled = render
+        self.render_rgb = True  # False skips the RGB pass (obs.rgb None): sim perception reads only depth and seg
         self._gym = _gym_env(task)
         m = self.model = self._gym.model
         self.data = self._gym.data
@@ -234,13 +235,14 @@ class AdroitEnv:
             self.model, self.data, opt, self._pert, self._mjcam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
         )
 
-    def _render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _render(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         self._gl.make_current()
         scn, flags = self._scene, self._scene.flags
         # Pass 1: RGB, as seen (translucent goal markers included).
-        self._update_scene(self._opt_rgb)
-        mujoco.mjr_render(self._rect, scn, self._ctx)
-        mujoco.mjr_readPixels(self._rgb_buf, None, self._rect, self._ctx)
+        if self.render_rgb:
+            self._update_scene(self._opt_rgb)
+            mujoco.mjr_render(self._rect, scn, self._ctx)
+            mujoco.mjr_readPixels(self._rgb_buf, None, self._rect, self._ctx)
         # Pass 2: flat colours encode scene-geom index + 1 (0 = nothing). Depth is
         # read here too: every geom is opaque in this pass (the pen's translucent
         # body writes no depth in pass 1), so depth and segmentation agree.
@@ -260,7 +262,8 @@ class AdroitEnv:
                 lut[g.segid + 1] = g.objid
         seg = self._geom_body[lut[np.minimum(segid, scn.ngeom)]]
         # OpenGL rows start at the bottom.
-        return np.flipud(self._rgb_buf).copy(), np.flipud(depth).copy(), np.flipud(seg).copy()
+        rgb = np.flipud(self._rgb_buf).copy() if self.render_rgb else None
+        return rgb, np.flipud(depth).copy(), np.flipud(seg).copy()
 
     # ---------------------------------------------------------------- episode
     def _obs(self) -> Observation:

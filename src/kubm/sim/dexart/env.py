@@ -124,6 +124,7 @@ class DexArtEnv:
         self.frame_skip = int(frame_skip)
         self.fps = 1.0 / (TIMESTEP * self.frame_skip)
         self.render_enabled = bool(render)
+        self.render_rgb = True  # False skips reading the colour image (obs.rgb None)
         self.action_dim = R.ARM_DOF + R.HAND_DOF
         self.joint_names = list(R.JOINT_NAMES)
         self.camera = self._resolve_camera(camera or CameraSpec())
@@ -323,21 +324,21 @@ class DexArtEnv:
         return obs
 
     # -------------------------------------------------------------- rendering
-    def render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """RGB uint8 (H, W, 3), depth float32 metres along the optical axis (H, W),
+    def render(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """RGB uint8 (H, W, 3) (None while ``render_rgb`` is False), depth float32 metres along the optical axis (H, W),
         seg uint8 compact ids (H, W); pixels that hit nothing get depth = far (10 m)."""
         if not self.render_enabled:
             raise SimulatorError("this env was built with render=False")
         self.scene.update_render()
         self._cam.take_picture()
-        rgb = np.ascontiguousarray(self._cam.get_picture("Color")[..., :3])
+        rgb = np.ascontiguousarray(self._cam.get_picture("Color")[..., :3]) if self.render_rgb else None
         ps = self._cam.get_picture("PositionSegmentation")
         z = ps[..., 2].astype(np.float32)
         depth = np.where(z < 0, -z * 1e-3, np.float32(self._cam.far)).astype(np.float32)
         sid = ps[..., 3].astype(np.int64)
         lut = self._lut
         seg = np.where(sid < len(lut), lut[np.minimum(sid, len(lut) - 1)], 0).astype(np.uint8)
-        if rgb.dtype != np.uint8:  # float formats (other shader packs)
+        if rgb is not None and rgb.dtype != np.uint8:  # float formats (other shader packs)
             rgb = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
         return rgb, depth, seg
 
