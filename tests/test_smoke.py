@@ -38,7 +38,9 @@ def smoke_run(tmp_path_factory):
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "snapshot")
-    proc = run(["snakemake", "--cores", "2", *SMOKE], cwd=dest)  # rule all: the smoke targets' eval.json
+    # rule all: the smoke targets' eval.json, the perturbed protocol and the report (minutes on
+    # 2 idle cores; the limit leaves room for a loaded machine)
+    proc = run(["snakemake", "--cores", "2", *SMOKE], cwd=dest, timeout=1800)
     return dest, proc
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.smoke
 def test_dexart_bucket_dag_reaches_eval(tmp_path):
     proj = copy_project(tmp_path / "proj")
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
-    run(["snakemake", "--cores", "2", "--configfile", "config/smoke_dexart.yaml"], cwd=proj)
+    run(["snakemake", "--cores", "2", "--configfile", "config/smoke_dexart.yaml"], cwd=proj, timeout=1800)
     demos = EpisodeStore.open(proj / "data/dexart/bucket/demos/train.zarr", producer="collect")
     assert demos.n_episodes == 2 and demos.attrs["d_q"] == 22 and demos.attrs["simulator"] == "sapien"
     assert np.isin(demos.array("seg")[0], demos.attrs["seg_object_ids"]).any()
