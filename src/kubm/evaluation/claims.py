@@ -114,12 +114,16 @@ def episode_error(ep: dict) -> float | None:
 
 
 # ----------------------------------------------------------------------------- claims
+def _with_kubm(docs: dict[str, dict]):
+    """(name, document, K-UBM's entry) of the documents that have K-UBM results."""
+    return [(name, doc, doc["methods"]["kubm"]) for name, doc in docs.items() if "kubm" in doc["methods"]]
+
+
 def _success_rows(nominal: dict[str, dict]) -> list[dict]:
     rows = []
-    for tid, doc in nominal.items():
-        ref = doc["methods"].get("kubm")
+    for tid, doc, ref in _with_kubm(nominal):
         for m in BASELINES:
-            if ref is None or m not in doc["methods"]:
+            if m not in doc["methods"]:
                 continue
             d = paired_difference(ref, doc["methods"][m])
             ci = d["ci95"] if d else None
@@ -131,10 +135,7 @@ def _success_rows(nominal: dict[str, dict]) -> list[dict]:
 
 def _latency_rows(nominal: dict[str, dict]) -> list[dict]:
     rows = []
-    for tid, doc in nominal.items():
-        ref = doc["methods"].get("kubm")
-        if ref is None:
-            continue
+    for tid, doc, ref in _with_kubm(nominal):
         a = np.array([e["policy_ms_per_step"] for e in ref["per_episode"]], float)
         for m, entry in doc["methods"].items():
             if m == "kubm":
@@ -172,10 +173,7 @@ def _perturbation_rows(perturbed: dict[str, dict]) -> list[dict]:
 
 def _flow_error_rows(docs: dict[str, dict]) -> list[dict]:
     rows = []
-    for name, doc in docs.items():
-        entry = doc["methods"].get("kubm")
-        if entry is None:
-            continue
+    for name, _, entry in _with_kubm(docs):
         eps = [e for e in entry["per_episode"] if episode_error(e) is not None]
         if not eps:
             continue
@@ -346,10 +344,8 @@ def plot_flow_error_curves(docs: dict[str, dict], path: Path) -> Path | None:
 
 
 def write_report(eval_paths: Sequence[Path], out_md: Path) -> dict:
-    for p in map(Path, eval_paths):
-        if not p.is_file():
-            raise MissingInput(f"{p} does not exist; build it with `snakemake {p}` or fetch it with `dvc pull`")
-    docs = read_documents(eval_paths, missing="{p} does not exist",
+    docs = read_documents(eval_paths, missing_error=MissingInput,
+                          missing="{p} does not exist; build it with `snakemake {p}` or fetch it with `dvc pull`",
                           corrupt="{p} is not valid JSON ({e}); restore it with `git checkout -- {p}`")
     if not docs:
         raise DataError("no eval.json files given")

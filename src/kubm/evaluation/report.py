@@ -112,14 +112,16 @@ def method_summary(results: Sequence[tuple[int, EpisodeResult]], *, replan_thres
     }
 
 
-def read_documents(paths: Sequence[Path], *, missing: str, corrupt: str,
-                   error: type[Exception] = DataError) -> list[tuple[Path, dict]]:
-    """(path, parsed JSON) of each file; a missing or unreadable one raises ``error`` with
-    the hint ``missing`` / ``corrupt`` (formatted with ``p``, the path, and ``e``, the reason)."""
-    docs = []
+def read_documents(paths: Sequence[Path], *, missing: str, corrupt: str, error: type[Exception] = DataError,
+                   missing_error: type[Exception] | None = None) -> list[tuple[Path, dict]]:
+    """(path, parsed JSON) of each file; a missing one raises ``missing_error`` (default
+    ``error``), an unreadable one ``error``, with the hint ``missing`` / ``corrupt`` (formatted
+    with ``p``, the path, and ``e``, the reason). Every path is checked before any is read."""
     for p in map(Path, paths):
         if not p.is_file():
-            raise error(missing.format(p=p))
+            raise (missing_error or error)(missing.format(p=p))
+    docs = []
+    for p in map(Path, paths):
         try:
             docs.append((p, json.loads(p.read_text())))
         except json.JSONDecodeError as e:

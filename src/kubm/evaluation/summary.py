@@ -235,11 +235,8 @@ def _plots(summary: dict, folder: Path) -> list[Path]:
 
 def write_summary(eval_paths: Sequence[Path], out_md: Path) -> dict:
     """Read eval.json files, write ``out_md``, the .json beside it and ``summary_plots/``."""
-    for p in map(Path, eval_paths):
-        if not p.is_file():
-            raise MissingInput(f"{p} does not exist; build it with `snakemake {p}`")
-    evals = read_documents(eval_paths, missing="{p} does not exist",
-                           corrupt="{p} is not valid JSON ({e}); rebuild it with `snakemake {p}`")
+    evals = read_documents(eval_paths, missing_error=MissingInput, missing="{p} does not exist; build it with "
+                           "`snakemake {p}`", corrupt="{p} is not valid JSON ({e}); rebuild it with `snakemake {p}`")
     if not evals:
         raise DataError("no eval.json files given")
     summary = build_summary(evals)
