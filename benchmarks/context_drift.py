@@ -6,12 +6,14 @@ plan's. With a static target the context moves only when the hand hides part of 
 this measures that drift on the demos of a task (expert episodes, the same scenes the policy
 sees) so the trigger sits above it.
 
-    python benchmarks/context_drift.py adroit/relocate --demos data/adroit/relocate/demos/train.zarr \\
+    python benchmarks/context_drift.py adroit/relocate --demos data/adroit/relocate/demos/train.zarr --moves 50 \\
         --out benchmarks/results/context_drift_relocate.json
 
 Prints JSON: per episode the largest deviation (px, max over x and y) from the first frame's
 context and the frames where the marker was not found; percentiles over all frames; and the
-fraction of episodes in which a trigger of 1, 2, 3, 5 and 8 px would fire.
+fraction of episodes in which a trigger of 1, 2, 3, 5, 8 and 10 px would fire. With --moves N
+it also applies the configured perturbation on the first N training seeds (right after the reset)
+and reports how far the context moves: the trigger must sit below that.
 """
 
 from __future__ import annotations
@@ -28,13 +30,36 @@ from kubm.errors import DataError
 from kubm.features.context import extract_context
 from kubm.storage.episode_store import EpisodeStore
 
-TRIGGERS_PX = (1.0, 2.0, 3.0, 5.0, 8.0)
+TRIGGERS_PX = (1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+
+
+def move_shifts(task, n: int) -> dict:
+    """How far the configured perturbation moves the context, on the first n training seeds."""
+    from kubm.evaluation.perturbation import perturbation_spec
+    from kubm.sim.registry import make_env
+
+    spec = perturbation_spec(task.settings, task.id)
+    env = make_env(task.suite, task.task, task.settings, render=True)
+    shifts = []
+    try:
+        for seed in list(task.seeds("train"))[:n]:  # training seeds: the protocol is not tuned on test seeds
+            obs = env.reset(seed)
+            h, w = obs.rgb.shape[:2]
+            c0 = extract_context(task.settings, obs.rgb, obs.seg, w, h)
+            env.move_part(spec.move, spec.offset(seed, env.part_position(spec.move)))
+            obs = env.step(obs.qpos)
+            c1 = extract_context(task.settings, obs.rgb, obs.seg, w, h)
+            shifts.append(float(np.max(np.abs(c1 - c0) * [w, h])))
+    finally:
+        env.close()
+    return {"seeds": n, "min": min(shifts), "median": float(np.median(shifts)), "max": max(shifts), "all": shifts}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("task")
     ap.add_argument("--demos", type=Path, required=True, help="a collect store (demos/train.zarr)")
+    ap.add_argument("--moves", type=int, default=0, help="also measure the configured move on this many test seeds")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     config = load_config([DEFAULT_CONFIG])
@@ -65,6 +90,8 @@ def main(argv=None) -> int:
         "episodes_that_would_replan": {str(t): float(np.mean(maxes > t)) for t in TRIGGERS_PX},
         "per_episode": per_episode,
     }
+    if args.moves:
+        doc["moves_px"] = move_shifts(task, args.moves)
     text = json.dumps(doc, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
