@@ -41,11 +41,14 @@ def run(cmd: list[str], cwd: Path = ROOT, check: bool = True, env: dict | None =
 
 
 def copy_project(dest: Path) -> Path:
-    """The project's tracked and unignored files copied to `dest` (no data/, models/, results/)."""
+    """The project's tracked and unignored files copied to `dest` (no data/, models/, results/,
+    and no dvc.lock)."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if f.split("/", 1)[0] in ("data", "models", "results"):  # committed metrics are outputs, not sources
+            continue
+        if f == "dvc.lock":  # the study's lock describes outputs this copy never has: it starts unlocked
             continue
         src = ROOT / f
         if src.is_symlink() or src.is_file():
