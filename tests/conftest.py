@@ -104,3 +104,21 @@ def check_smoke_eval(proj: Path, eval_path: str, smoke_args: list[str]) -> dict:
     out = run(["snakemake", "-n", "--cores", "1", *smoke_args], cwd=proj).stdout
     assert "Nothing to be done" in out, out
     return doc
+
+
+def check_rgb_skip_keeps_depth_and_seg(env, seed: int) -> None:
+    """With ``render_rgb`` off (the evaluator with sim perception) a step has no colour image,
+    and its depth and seg, all that sim tracking reads, equal those of the same step with it on."""
+    import numpy as np
+
+    first = env.reset(seed)
+    with_rgb = env.step(first.qpos)
+    env.reset(seed)
+    env.render_rgb = False
+    try:
+        without = env.step(first.qpos)
+    finally:
+        env.render_rgb = True
+    assert without.rgb is None and with_rgb.rgb is not None
+    np.testing.assert_array_equal(with_rgb.seg, without.seg)
+    np.testing.assert_array_equal(with_rgb.depth, without.depth)

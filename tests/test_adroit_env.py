@@ -10,6 +10,8 @@ import mujoco
 import numpy as np
 import pytest
 
+from conftest import check_rgb_skip_keeps_depth_and_seg
+
 from kubm.sim.adroit import DEFAULT_CAMERAS, OBJECT_STATE_LAYOUT, TASKS, AdroitEnv
 from kubm.sim.base import CameraSpec, ManipulationEnv
 from kubm.sim.registry import make_env
@@ -80,17 +82,7 @@ def _project(env, point):
 def test_skipping_the_colour_pass_leaves_depth_and_seg(relocate):
     """render_rgb=False (the evaluator with sim perception) skips the RGB pass; the depth and
     seg pass, all that sim tracking reads, is the same."""
-    a = relocate.reset(100000)
-    step_a = relocate.step(a.qpos)
-    relocate.reset(100000)
-    relocate.render_rgb = False
-    try:
-        step_b = relocate.step(a.qpos)
-    finally:
-        relocate.render_rgb = True
-    assert step_b.rgb is None and step_a.rgb is not None
-    np.testing.assert_array_equal(step_a.seg, step_b.seg)
-    np.testing.assert_array_equal(step_a.depth, step_b.depth)
+    check_rgb_skip_keeps_depth_and_seg(relocate, 100000)
 
 
 @pytest.mark.parametrize("task", TASKS)

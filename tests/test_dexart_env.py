@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import check_rgb_skip_keeps_depth_and_seg
+
 for _pkg, _install in (("mani_skill", "pip install --no-deps mani-skill==3.0.1"), ("pybullet_data", "pip install pybullet==3.2.7")):
     if importlib.util.find_spec(_pkg) is None:
         pytest.skip(f"DexArt robot assets need `{_pkg}` ({_install})", allow_module_level=True)
@@ -198,17 +200,7 @@ def test_render_determinism(rendered):
 def test_skipping_the_colour_image_leaves_depth_and_seg(rendered):
     """render_rgb=False (the evaluator with sim perception) reads no colour image; depth and
     seg, all that sim tracking reads, are the same."""
-    a = rendered.reset(4)
-    step_a = rendered.step(a.qpos)
-    rendered.reset(4)
-    rendered.render_rgb = False
-    try:
-        step_b = rendered.step(a.qpos)
-    finally:
-        rendered.render_rgb = True
-    assert step_b.rgb is None and step_a.rgb is not None
-    np.testing.assert_array_equal(step_a.seg, step_b.seg)
-    np.testing.assert_array_equal(step_a.depth, step_b.depth)
+    check_rgb_skip_keeps_depth_and_seg(rendered, 4)
 
 
 # ------------------------------------------------------------------ all four tasks

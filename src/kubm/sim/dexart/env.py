@@ -417,10 +417,13 @@ class DexArtEnv:
         return []  # no DexArt perturbation is defined yet
 
     def part_position(self, name: str) -> np.ndarray:
-        return self.move_part(name, np.zeros(3))
+        raise self._no_part(name)
 
     def move_part(self, name: str, offset: np.ndarray) -> None:
-        raise ConfigError(f"perturbation.move {name!r}: dexart/{self.task} has no movable parts; "
+        raise self._no_part(name)
+
+    def _no_part(self, name: str) -> ConfigError:
+        return ConfigError(f"perturbation.move {name!r}: dexart/{self.task} has no movable parts; "
                           "perturbations are defined for adroit door and relocate")
 
     def close(self) -> None:
