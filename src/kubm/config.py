@@ -353,9 +353,9 @@ STAGE_TASK_KEYS = {
 
 
 OPTIONAL_STAGE_TASK_KEYS = {
-    "collect": ("assets_dir", "instances"),
-    "evaluate": ("assets_dir", "instances"),
-    "evaluate_perturbed": ("assets_dir", "instances"),
+    "collect": ("assets_dir", "instances", "visual_max_triangles"),
+    "evaluate": ("assets_dir", "instances", "visual_max_triangles"),
+    "evaluate_perturbed": ("assets_dir", "instances", "visual_max_triangles"),
 }
 
 

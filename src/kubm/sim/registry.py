@@ -27,13 +27,16 @@ def camera_spec(cfg: dict | CameraSpec | None) -> CameraSpec:
 
 def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool = True) -> ManipulationEnv:
     """task_cfg keys used: camera_spec (a CameraSpec) or camera (its fields as a dict),
-    horizon, frame_skip; other keys are ignored."""
+    horizon, frame_skip, and for DexArt assets_dir, instances, visual_max_triangles; other keys are ignored."""
     task_cfg = task_cfg or {}
     if suite == "adroit":
         if task not in ADROIT_TASKS:
             raise ConfigError(f"unknown adroit task {task!r}; allowed: {', '.join(ADROIT_TASKS)}")
         from kubm.sim.adroit import AdroitEnv  # imports MuJoCo (and picks its GL backend)
 
+        if task_cfg.get("visual_max_triangles") is not None:
+            raise ConfigError("visual_max_triangles decimates DexArt's robot meshes (SAPIEN); adroit tasks "
+                              "do not take it: remove it from the adroit settings")
         kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip") if task_cfg.get(k) is not None}
         camera = camera_spec(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return AdroitEnv(task, camera=camera, render=render, **kwargs)
@@ -44,7 +47,7 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
             raise ConfigError(f"unknown dexart task {task!r}; allowed: {', '.join(DEXART_TASKS)}")
         from kubm.sim.dexart.env import DexArtEnv  # imports SAPIEN
 
-        kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip", "assets_dir", "instances") if task_cfg.get(k) is not None}
+        kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip", "assets_dir", "instances", "visual_max_triangles") if task_cfg.get(k) is not None}
         camera = camera_spec(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return DexArtEnv(task, camera=camera, render=render, **kwargs)
     raise ConfigError(f"unknown suite {suite!r}; allowed: {', '.join(SUITES)}")

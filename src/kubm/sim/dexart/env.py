@@ -104,6 +104,7 @@ class DexArtEnv:
         assets_dir: str | None = None,
         instances=None,
         frame_skip: int = FRAME_SKIP,
+        visual_max_triangles: int | None = None,
     ):
         if task not in T.TASKS:
             raise ConfigError(f"unknown dexart task {task!r}; allowed: {', '.join(T.TASKS)}")
@@ -128,7 +129,8 @@ class DexArtEnv:
         self.action_dim = R.ARM_DOF + R.HAND_DOF
         self.joint_names = list(R.JOINT_NAMES)
         self.camera = self._resolve_camera(camera or CameraSpec())
-        self._urdf = R.write_combined_urdf(visual=self.render_enabled)
+        # Rendering cost is the robot's triangles; above the cap a visual mesh is decimated (visual_lod).
+        self._urdf = R.write_combined_urdf(visual=self.render_enabled, max_triangles=visual_max_triangles)
         if self.render_enabled:
             _configure_renderer()
         self.scene = None

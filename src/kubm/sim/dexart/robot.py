@@ -107,8 +107,14 @@ def _fmt(v) -> str:
     return " ".join(f"{float(x):.10g}" for x in v)
 
 
-def combined_urdf(visual: bool = True) -> str:
-    """The 22-DoF xArm6 + Allegro URDF as a string (mesh paths absolute)."""
+def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / f"kubm-dexart-{os.getuid()}"
+
+
+def combined_urdf(visual: bool = True, max_triangles: int | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> str:
+    """The 22-DoF xArm6 + Allegro URDF as a string (mesh paths absolute). With
+    `max_triangles`, visual meshes above it point at decimated copies (`visual_lod`)."""
     arm_p, hand_p = arm_urdf_path(), hand_urdf_path()
     arm = ET.parse(arm_p).getroot()
     hand = ET.parse(hand_p).getroot()
@@ -142,17 +148,24 @@ def combined_urdf(visual: bool = True) -> str:
         for link in robot.findall("link"):
             for v in link.findall("visual"):
                 link.remove(v)
+    elif max_triangles is not None:
+        from kubm.sim.dexart.visual_lod import decimated
+
+        for v in robot.iter("visual"):
+            for mesh in v.iter("mesh"):
+                mesh.set("filename", str(decimated(mesh.get("filename"), max_triangles, _cache_dir(cache_dir))))
     for j in robot.findall("joint"):  # PhysX joint friction/damping: DexArt sets none
         for d in j.findall("dynamics"):
             j.remove(d)
     return ET.tostring(robot, encoding="unicode")
 
 
-def write_combined_urdf(visual: bool = True, cache_dir: str | os.PathLike | None = None) -> Path:
+def write_combined_urdf(visual: bool = True, cache_dir: str | os.PathLike | None = None,
+                        max_triangles: int | None = None) -> Path:
     """Write `combined_urdf()` to a content-addressed file and return its path."""
-    text = combined_urdf(visual)
+    text = combined_urdf(visual, max_triangles, cache_dir)
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-    d = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / f"kubm-dexart-{os.getuid()}"
+    d = _cache_dir(cache_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"xarm6_allegro_{'vis' if visual else 'novis'}_{digest}.urdf"
     if not path.is_file():
