@@ -8,7 +8,9 @@ random walk of joint targets from the bucket reset and reports:
   machine load drifts over both alike);
 - the robot's visual triangles;
 - agreement with the original meshes: the fraction of pixels whose segmentation id differs
-  and whose depth differs by more than 1 mm.
+  and whose depth differs by more than 1 mm;
+- for the original meshes, each link's triangles and pixels at the walk's last step, and the
+  render time with the robot hidden (what its triangles cost).
 
     python benchmarks/render_lod.py --out benchmarks/results/render_lod.json
 """
@@ -38,6 +40,32 @@ def robot_triangles(env) -> int:
     return n
 
 
+def robot_meshes(env) -> dict:
+    """Per robot link: visual triangles and pixels covered in the current picture."""
+    ids = np.asarray(env._cam.get_picture("PositionSegmentation"))[..., 3]
+    out = {}
+    for link in env.robot.get_links():
+        body = link.entity.find_component_by_type(sapien.render.RenderBodyComponent)
+        n = sum(len(p.triangles) for sh in (body.render_shapes if body is not None else [])
+                if isinstance(sh, sapien.render.RenderShapeTriangleMesh) for p in sh.parts)
+        out[link.name] = {"triangles": int(n), "pixels": int((ids == link.entity.per_scene_id).sum())}
+    return out
+
+
+def hidden_robot_ms(env, n: int = 20) -> float:
+    """Median render time with every robot visual hidden: what the robot's triangles cost."""
+    for link in env.robot.get_links():
+        body = link.entity.find_component_by_type(sapien.render.RenderBodyComponent)
+        if body is not None:
+            body.visibility = 0.0
+    ms = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        env.render()
+        ms.append(1e3 * (time.perf_counter() - t0))
+    return float(np.median(ms))
+
+
 def walk(settings: dict, cap, steps: int, seed: int):
     env = make_env("dexart", "bucket", {**settings, "visual_max_triangles": cap}, render=True)
     try:
@@ -57,7 +85,8 @@ def walk(settings: dict, cap, steps: int, seed: int):
             ms.append(1e3 * (time.perf_counter() - t0))
             depth.append(d)
             seg.append(s)
-        return ms, np.stack(depth), np.stack(seg), robot_triangles(env)
+        extra = {"meshes": robot_meshes(env), "hidden_robot_ms": hidden_robot_ms(env)} if cap is None else {}
+        return ms, np.stack(depth), np.stack(seg), robot_triangles(env), extra
     finally:
         env.close()
 
@@ -72,12 +101,15 @@ def main(argv=None) -> int:
     caps = [None if c == "none" else int(c) for c in args.caps]
     settings = dict(resolve_task(load_config([DEFAULT_CONFIG]), "dexart", "bucket").settings)
     times: dict = {c: [] for c in caps}
-    images, tris = {}, {}
+    images, tris, hidden, meshes = {}, {}, [], {}
     for order in (caps, caps[::-1]):
         for cap in order:
-            ms, depth, seg, n = walk(settings, cap, args.steps, args.seed)
+            ms, depth, seg, n, more = walk(settings, cap, args.steps, args.seed)
             times[cap] += ms
             images[cap], tris[cap] = (depth, seg), n
+            if more:  # the original meshes: what the robot costs, link by link
+                hidden.append(more["hidden_robot_ms"])
+                meshes = more["meshes"]
     if None not in images:
         raise SystemExit("--caps must include none (the reference)")
     ref_depth, ref_seg = images[None]
@@ -88,8 +120,12 @@ def main(argv=None) -> int:
                      "render_ms_median": round(float(np.median(times[cap])), 2),
                      "seg_pixels_differing": float((seg != ref_seg).mean()),
                      "depth_pixels_off_1mm": float((np.abs(depth - ref_depth) > 1e-3).mean())})
+    largest = max(meshes.items(), key=lambda kv: kv[1]["triangles"])
     doc = {"task": "dexart/bucket", "steps": args.steps, "seed": args.seed,
-           "camera": settings["camera"], "caps": rows}
+           "camera": settings["camera"], "caps": rows,
+           "original_meshes": {"render_ms_robot_hidden": round(float(np.median(hidden)), 2),
+                               "largest_link": {"link": largest[0], **largest[1]},
+                               "per_link_at_last_step": meshes}}
     text = json.dumps(doc, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
