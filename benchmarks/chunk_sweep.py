@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-VALIDATION_START = 50000
+from _common import VALIDATION_START, ValidationRollouts, emit_json, validation_seeds
 
 
 def fit_variant(args, name: str, params: dict, out: Path) -> float:
@@ -39,7 +39,8 @@ def fit_variant(args, name: str, params: dict, out: Path) -> float:
     suite, task = args.task.split("/")
     override = args.workdir / f"{name}.yaml"
     override.parent.mkdir(parents=True, exist_ok=True)
-    override.write_text(yaml.safe_dump({"suites": {suite: {"tasks": {task: {"method_params": {args.method: params}}}}}}))
+    per_task = {"method_params": {args.method: params}}
+    override.write_text(yaml.safe_dump({"suites": {suite: {"tasks": {task: per_task}}}}))
     root = args.root
     cmd = ["kubm", "fit", args.task, "--method", args.method, "--seed", str(args.seed),
            "--train", str(root / f"data/{args.task}/features/train.zarr"),
@@ -54,32 +55,11 @@ def fit_variant(args, name: str, params: dict, out: Path) -> float:
 
 
 def rollouts(args, model: Path) -> dict:
-    import torch
-
-    from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
-    from kubm.evaluation.episodes import build_perception
-    from kubm.evaluation.models import context_function, feature_info, load_checked_ae, load_models
-    from kubm.evaluation.rollout import run_episode
-    from kubm.sim.registry import make_env
-
-    torch.set_num_threads(1)
-    suite, name = args.task.split("/")
-    config = load_config([DEFAULT_CONFIG, *args.configfile])
-    task = resolve_task(config, suite, name)
-    test = args.root / f"data/{args.task}/features/test.zarr"
-    feat = feature_info(test)
-    ae, n_points = load_checked_ae(args.root / f"models/{args.task}/flow_ae", feat, test, 256)
-    policy = load_models([model], task, feat)[0].policy
-    env = make_env(suite, name, task.settings, render=True)
+    run = ValidationRollouts.load(args.task, model, args.root, args.configfile)
     try:
-        perception = build_perception(task, config, env, n_points)
-        context_fn = context_function(task.settings, feat)
-        eps = [run_episode(env, policy, ae, perception, seed, context_fn=context_fn,
-                           horizon=int(task.settings["horizon"]), replan=False,
-                           min_replan_interval=config["evaluate"]["min_replan_interval"])
-               for seed in range(VALIDATION_START, VALIDATION_START + args.episodes)]
+        eps = [run.run(seed, replan=False) for seed in validation_seeds(args.episodes)]
     finally:
-        env.close()
+        run.env.close()
     k = sum(e.success for e in eps)
     return {"successes": int(k), "episodes": len(eps), "success_rate": k / len(eps),
             "success_per_seed": "".join(str(int(e.success)) for e in eps)}
@@ -129,8 +109,7 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     best = max(doc["variants"].items(), key=lambda kv: (kv[1]["successes"], -kv[1]["val_chunk_rms_rad"]))
     doc["chosen"] = {"variant": best[0], "rule": "most validation successes; ties go to the lower held-out chunk RMS"}
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(json.dumps(doc, indent=1))
+    emit_json(doc, args.out)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import shutil
@@ -28,6 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
+
+from _common import emit_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -129,11 +130,7 @@ def main() -> None:
     }
     if rc != 0:
         doc["log_tail"] = (work / "headline.log").read_text()[-3000:]
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(doc, args.out)
     if tmp is not None:
         tmp.cleanup()
     sys.exit(0 if rc == 0 else 1)

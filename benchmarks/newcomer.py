@@ -26,19 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from headline import PeakRss, per_rule  # noqa: E402  (a sibling script)
+from _common import emit_json
+from headline import PeakRss, per_rule
+from kubm.evaluation.report import without_fields
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"wall_s", "train_wall_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step"}
-
-
-def strip_timing(doc):
-    if isinstance(doc, dict):
-        return {k: strip_timing(v) for k, v in doc.items() if k not in TIMING_KEYS}
-    if isinstance(doc, list):
-        return [strip_timing(v) for v in doc]
-    return doc
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
@@ -88,18 +80,14 @@ def main() -> None:
            "rules": per_rule(clone / "logs" / "benchmarks")}
     if ok:
         new = json.loads((clone / target).read_text())
-        doc["same_as_committed"] = {m: strip_timing(v) == strip_timing(committed["methods"].get(m))
+        doc["same_as_committed"] = {m: without_fields(v) == without_fields(committed["methods"].get(m))
                                     for m, v in new["methods"].items()}
     else:
         doc["log_tail"] = log.read_text()[-3000:]
     doc["machine"] = {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before]}
     doc["git_revision"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                          text=True).stdout.strip()
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(doc, args.out)
     if tmp is not None:
         tmp.cleanup()
     sys.exit(0 if ok else 1)

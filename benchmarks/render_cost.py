@@ -12,7 +12,6 @@ Prints JSON: per task, median ms per step with and without the colour image, and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
 from kubm.sim.registry import make_env
+from _common import emit_json
 
 
 def time_steps(env, q, n: int) -> list[float]:
@@ -58,11 +58,7 @@ def main(argv=None) -> int:
             env.close()
         a, b = 1e3 * np.median(on), 1e3 * np.median(off)
         doc["tasks"][tid] = {"step_ms_with_rgb": a, "step_ms_without_rgb": b, "saving": 1 - b / a}
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_json(doc, args.out)
     return 0
 
 

@@ -18,7 +18,6 @@ random walk of joint targets from the bucket reset and reports:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,16 +27,13 @@ import sapien
 
 from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
 from kubm.sim.registry import make_env
+from _common import emit_json
 
 
-def robot_triangles(env) -> int:
-    n = 0
-    for link in env.robot.get_links():
-        body = link.entity.find_component_by_type(sapien.render.RenderBodyComponent)
-        for shape in body.render_shapes if body is not None else []:
-            if isinstance(shape, sapien.render.RenderShapeTriangleMesh):
-                n += sum(len(p.triangles) for p in shape.parts)
-    return n
+def link_triangles(link) -> int:
+    body = link.entity.find_component_by_type(sapien.render.RenderBodyComponent)
+    return sum(len(p.triangles) for sh in (body.render_shapes if body is not None else [])
+               if isinstance(sh, sapien.render.RenderShapeTriangleMesh) for p in sh.parts)
 
 
 def robot_meshes(env) -> dict:
@@ -45,10 +41,7 @@ def robot_meshes(env) -> dict:
     ids = np.asarray(env._cam.get_picture("PositionSegmentation"))[..., 3]
     out = {}
     for link in env.robot.get_links():
-        body = link.entity.find_component_by_type(sapien.render.RenderBodyComponent)
-        n = sum(len(p.triangles) for sh in (body.render_shapes if body is not None else [])
-                if isinstance(sh, sapien.render.RenderShapeTriangleMesh) for p in sh.parts)
-        out[link.name] = {"triangles": int(n), "pixels": int((ids == link.entity.per_scene_id).sum())}
+        out[link.name] = {"triangles": link_triangles(link), "pixels": int((ids == link.entity.per_scene_id).sum())}
     return out
 
 
@@ -86,7 +79,7 @@ def walk(settings: dict, cap, steps: int, seed: int):
             depth.append(d)
             seg.append(s)
         extra = {"meshes": robot_meshes(env), "hidden_robot_ms": hidden_robot_ms(env)} if cap is None else {}
-        return ms, np.stack(depth), np.stack(seg), robot_triangles(env), extra
+        return ms, np.stack(depth), np.stack(seg), sum(link_triangles(link) for link in env.robot.get_links()), extra
     finally:
         env.close()
 
@@ -126,11 +119,7 @@ def main(argv=None) -> int:
            "original_meshes": {"render_ms_robot_hidden": round(float(np.median(hidden)), 2),
                                "largest_link": {"link": largest[0], **largest[1]},
                                "per_link_at_last_step": meshes}}
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_json(doc, args.out)
     return 0
 
 

@@ -19,14 +19,13 @@ the AE check, models/{suite}/{task}/flow_ae), under --root.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-VALIDATION_START = 50000
+from _common import ValidationRollouts, emit_json, validation_seeds
 
 
 def main(argv=None) -> int:
@@ -40,27 +39,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    import torch
-
-    from kubm.config import DEFAULT_CONFIG, load_config, resolve_task
-    from kubm.evaluation.episodes import build_perception
-    from kubm.evaluation.models import context_function, feature_info, load_checked_ae, load_models
-    from kubm.evaluation.rollout import run_episode
-    from kubm.sim.registry import make_env
-
-    torch.set_num_threads(1)
-    suite, name = args.task.split("/")
-    config = load_config([DEFAULT_CONFIG, *args.configfile])
-    task = resolve_task(config, suite, name)
-    test = args.root / f"data/{suite}/{name}/features/test.zarr"
-    feat = feature_info(test)
-    ae, n_points = load_checked_ae(args.root / f"models/{suite}/{name}/flow_ae", feat, test, 256)
-    policy = load_models([args.model], task, feat)[0].policy
+    run = ValidationRollouts.load(args.task, args.model, args.root, args.configfile)
+    policy = run.policy
     envelope, calibrated = policy.replan_threshold_by_step, policy.replan_threshold_px
-    env = make_env(suite, name, task.settings, render=True)
-    perception = build_perception(task, config, env, n_points)
-    context_fn = context_function(task.settings, feat)
-    seeds = list(range(VALIDATION_START, VALIDATION_START + args.episodes))
+    seeds = validation_seeds(args.episodes)
     rows = {}
     for setting in args.settings:
         replan = setting != "open"
@@ -72,10 +54,7 @@ def main(argv=None) -> int:
             policy.replan_threshold_px = calibrated
         t0, eps = time.time(), []
         for seed in seeds:
-            ep = run_episode(env, policy, ae, perception, seed, context_fn=context_fn,
-                             horizon=int(task.settings["horizon"]), replan=replan,
-                             min_replan_interval=config["evaluate"]["min_replan_interval"])
-            eps.append(ep)
+            eps.append(run.run(seed, replan=replan))
         k = sum(e.success for e in eps)
         rows[setting] = {"successes": int(k), "episodes": len(eps),
                          "replans_mean": float(np.mean([e.replans for e in eps])),
@@ -85,11 +64,7 @@ def main(argv=None) -> int:
     doc = {"task": args.task, "model": str(args.model), "validation_seeds": [seeds[0], seeds[-1]],
            "calibrated_threshold_px": calibrated, "envelope_px_every_20_steps":
            None if envelope is None else [round(x, 1) for x in envelope[::20]], "rows": rows}
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit_json(doc, args.out)
     return 0
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kubm.evaluation.report import TIMING_FIELDS, without_fields
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,18 +65,13 @@ def copy_project(dest: Path) -> Path:
 # Fields of eval.json that measure the machine, not the result: timings, latencies, library
 # versions, the commit, and config_hash (it hashes the models' config.json, which records
 # their training wall time).
-UNSTABLE_EVAL_KEYS = {"wall_s", "train_wall_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step",
-                      "versions", "git_revision", "config_hash"}
+UNSTABLE_EVAL_KEYS = TIMING_FIELDS | {"versions", "git_revision", "config_hash"}
 
 
 def stable_eval(doc):
     """eval.json without the fields in UNSTABLE_EVAL_KEYS: the same config and thread count
     must reproduce it exactly (tests/data/smoke_eval_*.json record it)."""
-    if isinstance(doc, dict):
-        return {k: stable_eval(v) for k, v in doc.items() if k not in UNSTABLE_EVAL_KEYS}
-    if isinstance(doc, list):
-        return [stable_eval(v) for v in doc]
-    return doc
+    return without_fields(doc, UNSTABLE_EVAL_KEYS)
 
 
 def check_recorded_eval(doc: dict, name: str) -> None:

@@ -129,6 +129,20 @@ def read_documents(paths: Sequence[Path], *, missing: str, corrupt: str, error: 
     return docs
 
 
+# Fields of eval.json that measure time and so differ between runs of the same config; the
+# rest must reproduce exactly (the smoke tests and benchmarks/newcomer.py compare without them).
+TIMING_FIELDS = frozenset({"wall_s", "train_wall_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step"})
+
+
+def without_fields(doc, fields=TIMING_FIELDS):
+    """`doc` with every key in `fields` dropped, at any depth."""
+    if isinstance(doc, dict):
+        return {k: without_fields(v, fields) for k, v in doc.items() if k not in fields}
+    if isinstance(doc, list):
+        return [without_fields(v, fields) for v in doc]
+    return doc
+
+
 def eval_schema() -> dict:
     return json.loads(resources.files("kubm").joinpath("schemas/eval.schema.json").read_text())
 
