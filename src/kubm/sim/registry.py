@@ -32,11 +32,11 @@ def make_env(suite: str, task: str, task_cfg: dict | None = None, render: bool =
     if suite == "adroit":
         if task not in ADROIT_TASKS:
             raise ConfigError(f"unknown adroit task {task!r}; allowed: {', '.join(ADROIT_TASKS)}")
-        from kubm.sim.adroit import AdroitEnv  # imports MuJoCo (and picks its GL backend)
-
         if task_cfg.get("visual_max_triangles") is not None:
             raise ConfigError("visual_max_triangles decimates DexArt's robot meshes (SAPIEN); adroit tasks "
                               "do not take it: remove it from the adroit settings")
+        from kubm.sim.adroit import AdroitEnv  # imports MuJoCo (and picks its GL backend)
+
         kwargs = {k: task_cfg[k] for k in ("horizon", "frame_skip") if task_cfg.get(k) is not None}
         camera = camera_spec(task_cfg.get("camera_spec") or task_cfg.get("camera"))
         return AdroitEnv(task, camera=camera, render=render, **kwargs)
