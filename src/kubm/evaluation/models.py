@@ -25,7 +25,7 @@ FEATURES_PRODUCER = "encode"
 
 __all__ = ["CompatibilityError", "EvaluationError", "FeatureInfo", "LoadedModel", "check_compatibility",
            "checked_context", "context_function", "feature_info", "load_checked_ae", "load_models", "model_identity", "model_meta",
-           "train_wall_s", "weights_digest"]
+           "fit_record", "weights_digest"]
 
 
 class EvaluationError(StageError):
@@ -186,11 +186,11 @@ def weights_digest(model_dir: Path) -> str | None:
     return h.hexdigest()
 
 
-def train_wall_s(model_dir: Path) -> float | None:
-    """CPU training seconds recorded by fit (fit_summary.json), if any."""
+def fit_record(model_dir: Path, key: str) -> float | None:
+    """A number fit recorded in fit_summary.json (train_wall_s, train_cpu_s, torch_threads), if any."""
     f = Path(model_dir) / "fit_summary.json"
     try:
-        return float(json.loads(f.read_text())["train_wall_s"])
+        return float(json.loads(f.read_text())[key])
     except (OSError, KeyError, TypeError, ValueError):
         return None
 

@@ -131,7 +131,7 @@ def read_documents(paths: Sequence[Path], *, missing: str, corrupt: str, error: 
 
 # Fields of eval.json that measure time and so differ between runs of the same config; the
 # rest must reproduce exactly (the smoke tests and benchmarks/newcomer.py compare without them).
-TIMING_FIELDS = frozenset({"wall_s", "train_wall_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step"})
+TIMING_FIELDS = frozenset({"wall_s", "train_wall_s", "train_cpu_s", "latency_ms", "policy_ms_per_step", "perception_ms_per_step"})
 
 
 def without_fields(doc, fields=TIMING_FIELDS):

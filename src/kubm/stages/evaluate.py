@@ -33,7 +33,7 @@ from kubm.evaluation.models import (
     feature_info,
     load_checked_ae,
     load_models,
-    train_wall_s,
+    fit_record,
 )
 from kubm.evaluation.perturbation import perturbation_spec
 from kubm.evaluation.report import STATISTICS, method_summary, plot_flow_error, write_eval
@@ -150,9 +150,13 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                                                                      eps.shared[method]))
         if method in eps.open_loop:
             methods[method]["open_loop"] = _open_loop_summary(eps.open_loop[method], eps.shared.get(method, {}))
-        wall = [train_wall_s(x.path) for x in mods]
-        if all(w is not None for w in wall):
-            methods[method]["train_wall_s"] = float(np.mean(wall))
+        # training cost per seed, and the torch threads it ran with (results depend on them)
+        for key, name in (("train_wall_s", "train_wall_s"), ("train_cpu_s", "train_cpu_s"),
+                          ("torch_threads", "train_threads")):
+            values = [fit_record(x.path, key) for x in mods]
+            if all(v is not None for v in values):
+                methods[method][name] = int(values[0]) if name == "train_threads" and len(set(values)) == 1 \
+                    else float(np.mean(values))
         rel = art / "plots" / f"{method}_flow_error.png"
         plot_flow_error(res, root / rel, method=method, threshold_px=threshold)
         plots.append(rel.as_posix())

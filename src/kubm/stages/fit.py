@@ -97,6 +97,8 @@ def fit(task: TaskConfig, config: dict, method: str, seed: int, train: Path, tes
         summary = fit_function(method)(cfg, inputs, tmp)
         summary.setdefault("method", method)
         summary["fit_config"] = config["fit"].get(method)
+        # the result depends on it at float level (reduction order), so it is part of the record
+        summary["torch_threads"] = torch.get_num_threads()
         (tmp / "fit_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     summary["out"] = str(out_dir)
     return summary
