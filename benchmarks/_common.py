@@ -19,6 +19,17 @@ def validation_seeds(episodes: int) -> list[int]:
     return list(range(VALIDATION_START, VALIDATION_START + episodes))
 
 
+def fit_command(task_id: str, method: str, root: Path, out: Path, *, seed: int = 0, threads: int = 1,
+                configfiles: list[Path] = ()) -> list[str]:
+    """`kubm fit` on the task's own inputs under `root` (data/{task}/features/{train,test}.zarr,
+    models/{task}/flow_ae), as the fit rule runs it."""
+    return ["kubm", "fit", task_id, "--method", method, "--seed", str(seed),
+            "--train", str(root / f"data/{task_id}/features/train.zarr"),
+            "--test", str(root / f"data/{task_id}/features/test.zarr"),
+            "--ae", str(root / f"models/{task_id}/flow_ae"), "--out", str(out),
+            "--threads", str(threads), "--no-progress", *sum((["--configfile", str(c)] for c in configfiles), [])]
+
+
 def emit_json(doc: dict, out: Path | None) -> str:
     """Print `doc` as JSON and, with `out`, write it there too."""
     text = json.dumps(doc, indent=1)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from _common import VALIDATION_START, ValidationRollouts, emit_json, validation_seeds
+from _common import VALIDATION_START, ValidationRollouts, emit_json, fit_command, validation_seeds
 
 
 def fit_variant(args, name: str, params: dict, out: Path) -> float:
@@ -41,13 +41,8 @@ def fit_variant(args, name: str, params: dict, out: Path) -> float:
     override.parent.mkdir(parents=True, exist_ok=True)
     per_task = {"method_params": {args.method: params}}
     override.write_text(yaml.safe_dump({"suites": {suite: {"tasks": {task: per_task}}}}))
-    root = args.root
-    cmd = ["kubm", "fit", args.task, "--method", args.method, "--seed", str(args.seed),
-           "--train", str(root / f"data/{args.task}/features/train.zarr"),
-           "--test", str(root / f"data/{args.task}/features/test.zarr"),
-           "--ae", str(root / f"models/{args.task}/flow_ae"), "--out", str(out),
-           "--threads", str(args.threads), "--no-progress",
-           *sum((["--configfile", str(c)] for c in args.configfile), []), "--configfile", str(override)]
+    cmd = fit_command(args.task, args.method, args.root, out, seed=args.seed, threads=args.threads,
+                      configfiles=[*args.configfile, override])
     before = os.times()
     subprocess.run(cmd, check=True)
     after = os.times()

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from _common import emit_json
+from _common import emit_json, fit_command
 
 ITERATIONS_KEY = "iterations"
 
@@ -49,12 +49,7 @@ def timed_fit(args, method: str, threads: int, workdir: Path) -> dict:
     override = workdir / f"{method}.yaml"
     override.write_text(yaml.safe_dump({"suites": {suite: {"tasks": {task: {"method_params": {method: params}}}}}}))
     out = workdir / f"{method}_t{threads}"
-    root = args.root
-    cmd = ["kubm", "fit", args.task, "--method", method, "--seed", "0",
-           "--train", str(root / f"data/{args.task}/features/train.zarr"),
-           "--test", str(root / f"data/{args.task}/features/test.zarr"),
-           "--ae", str(root / f"models/{args.task}/flow_ae"), "--out", str(out),
-           "--threads", str(threads), "--no-progress", "--configfile", str(override)]
+    cmd = fit_command(args.task, method, args.root, out, threads=threads, configfiles=[override])
     before, t0 = os.times(), time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall, after = time.perf_counter() - t0, os.times()
