@@ -27,6 +27,11 @@ def fit_record(model_dir: Path) -> dict:
     summary = json.loads((model_dir / "fit_summary.json").read_text())
     row = {k: diag[k] for k in KEPT if k in diag}
     row["torch_threads"] = summary.get("torch_threads")
+    curves = model_dir / "curves.json"
+    if curves.is_file():  # the held-out chunk RMS over training: has it levelled off?
+        c = json.loads(curves.read_text())
+        if c.get("val_iteration"):
+            row["val_curve"] = {"iteration": c["val_iteration"], "chunk_rms_rad": c["val_chunk_rms_rad"]}
     val = diag.get("chunk_errors_val")
     if val is not None:
         row["meets_bar"] = val["ratio_to_mean_action"] <= BAR
