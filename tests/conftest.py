@@ -74,16 +74,52 @@ def stable_eval(doc):
     return without_fields(doc, UNSTABLE_EVAL_KEYS)
 
 
+# A recorded eval.json is compared exactly on the kind of CPU that recorded it. Another CPU
+# runs other float kernels (MKL, oneDNN, MuJoCo, SAPIEN): on an AMD EPYC with AVX-512 the smoke
+# records of an earlier session's machine came out with every success equal, but floats moved
+# (relocate: up to 4e-4 relative) and on bucket a replan fired one step later, which moves
+# what follows. There only the outcomes are compared: which episodes of which method succeed.
+RECORDED_ON = "_recorded_on"
+
+
+def cpu_fingerprint() -> str:
+    """The CPU model and the vector unit torch uses: what decides the float kernels."""
+    import platform
+
+    import torch
+
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.machine()
+    return f"{model} / {torch.backends.cpu.get_cpu_capability()}"
+
+
+def eval_outcomes(doc: dict) -> dict:
+    """Per method, the (test seed, success) of every episode: what must hold on any CPU."""
+    return {m: [(e["seed"], e["success"]) for e in entry["per_episode"]] for m, entry in doc["methods"].items()}
+
+
 def check_recorded_eval(doc: dict, name: str) -> None:
-    """Compare with tests/data/<name>.json; KUBM_RECORD_EVAL=1 rewrites it (after a change that
+    """Compare with tests/data/<name>.json: exactly (timing fields aside) on the CPU kind that
+    recorded it, outcomes only on another. KUBM_RECORD_EVAL=1 rewrites it (after a change that
     is meant to move results; say so in the commit)."""
+    import warnings
+
     path = ROOT / "tests" / "data" / f"{name}.json"
-    got = stable_eval(doc)
+    got = json.loads(json.dumps(stable_eval(doc)))
     if os.environ.get("KUBM_RECORD_EVAL") == "1":
-        path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        path.write_text(json.dumps({**got, RECORDED_ON: cpu_fingerprint()}, indent=1, sort_keys=True) + "\n")
     recorded = json.loads(path.read_text())
-    assert got == recorded, (f"{name}: eval.json differs from {path} (beyond timing fields); if the change is "
-                             "meant to move results, rerun with KUBM_RECORD_EVAL=1 and say so in the commit")
+    machine = recorded.pop(RECORDED_ON, None)
+    fix = "if the change is meant to move results, rerun with KUBM_RECORD_EVAL=1 and say so in the commit"
+    if machine == cpu_fingerprint():
+        assert got == recorded, f"{name}: eval.json differs from {path} (beyond timing fields); {fix}"
+    else:
+        warnings.warn(f"{name}: recorded on {machine!r}, checked on {cpu_fingerprint()!r}: outcomes only")
+        assert eval_outcomes(got) == eval_outcomes(recorded), (
+            f"{name}: which episodes succeed differs from {path}; {fix}")
 
 
 def check_smoke_eval(proj: Path, eval_path: str, smoke_args: list[str]) -> dict:
