@@ -22,7 +22,7 @@ KEPT = ("iterations", "train_wall_s", "train_cpu_s", "final_loss", "stopped", "p
         "chunk_errors_train", "chunk_errors_val", "chunk_errors_test")
 
 
-def fit_record(model_dir: Path) -> dict:
+def fit_row(model_dir: Path) -> dict:
     diag = json.loads((model_dir / "diagnostics.json").read_text())
     summary = json.loads((model_dir / "fit_summary.json").read_text())
     row = {k: diag[k] for k in KEPT if k in diag}
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     for method in args.methods:
         dirs = sorted((args.root / "models" / args.task / method).glob("seed*"),
                       key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1)
-        rows = {f"{method}/{d.name}": fit_record(d) for d in dirs if (d / "diagnostics.json").is_file()}
+        rows = {f"{method}/{d.name}": fit_row(d) for d in dirs if (d / "diagnostics.json").is_file()}
         fits.update(rows)
         ratios = [r["chunk_errors_val"]["ratio_to_mean_action"] for r in rows.values() if "chunk_errors_val" in r]
         if ratios:

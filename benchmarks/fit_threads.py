@@ -38,12 +38,9 @@ import yaml
 
 from _common import emit_json, fit_command
 
-ITERATIONS_KEY = "iterations"
-
-
 def timed_fit(args, method: str, threads: int, workdir: Path) -> dict:
     suite, task = args.task.split("/")
-    params = {ITERATIONS_KEY: args.iterations}
+    params = {"iterations": args.iterations}
     if method in ("diffusion", "act"):
         params["val_every"] = args.iterations  # one validation, at the end, as every full fit has
     override = workdir / f"{method}.yaml"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ FEATURES_PRODUCER = "encode"
 
 __all__ = ["CompatibilityError", "EvaluationError", "FeatureInfo", "LoadedModel", "check_compatibility",
            "checked_context", "context_function", "feature_info", "load_checked_ae", "load_models", "model_identity", "model_meta",
-           "fit_record", "weights_digest"]
+           "fit_numbers", "weights_digest"]
 
 
 class EvaluationError(StageError):
@@ -186,13 +186,20 @@ def weights_digest(model_dir: Path) -> str | None:
     return h.hexdigest()
 
 
-def fit_record(model_dir: Path, key: str) -> float | None:
-    """A number fit recorded in fit_summary.json (train_wall_s, train_cpu_s, torch_threads), if any."""
-    f = Path(model_dir) / "fit_summary.json"
+def fit_numbers(model_dir: Path, keys: Sequence[str]) -> dict[str, float | None]:
+    """Numbers fit recorded in fit_summary.json (train_wall_s, train_cpu_s, torch_threads), read
+    once; None for a key (or a file) that is missing or not a number."""
     try:
-        return float(json.loads(f.read_text())[key])
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
+        summary = json.loads((Path(model_dir) / "fit_summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    out = {}
+    for key in keys:
+        try:
+            out[key] = float(summary[key])
+        except (KeyError, TypeError, ValueError):
+            out[key] = None
+    return out
 
 
 def checked_context(fn, feat: FeatureInfo):

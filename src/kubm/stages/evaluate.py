@@ -33,7 +33,7 @@ from kubm.evaluation.models import (
     feature_info,
     load_checked_ae,
     load_models,
-    fit_record,
+    fit_numbers,
 )
 from kubm.evaluation.perturbation import perturbation_spec
 from kubm.evaluation.report import STATISTICS, method_summary, plot_flow_error, write_eval
@@ -150,13 +150,15 @@ def evaluate(task: TaskConfig, config: dict, models: list[Path], ae_dir: Path, t
                                                                      eps.shared[method]))
         if method in eps.open_loop:
             methods[method]["open_loop"] = _open_loop_summary(eps.open_loop[method], eps.shared.get(method, {}))
-        # training cost per seed, and the torch threads it ran with (results depend on them)
-        for key, name in (("train_wall_s", "train_wall_s"), ("train_cpu_s", "train_cpu_s"),
-                          ("torch_threads", "train_threads")):
-            values = [fit_record(x.path, key) for x in mods]
-            if all(v is not None for v in values):
-                methods[method][name] = int(values[0]) if name == "train_threads" and len(set(values)) == 1 \
-                    else float(np.mean(values))
+        # training cost per seed (means), and the torch threads the fits ran with (results depend on it)
+        recorded = [fit_numbers(x.path, ("train_wall_s", "train_cpu_s", "torch_threads")) for x in mods]
+        for key in ("train_wall_s", "train_cpu_s"):
+            if all(r[key] is not None for r in recorded):
+                methods[method][key] = float(np.mean([r[key] for r in recorded]))
+        threads = {r["torch_threads"] for r in recorded}
+        if None not in threads:  # one count as an int; mixed counts (never made by the DAG) as their mean
+            methods[method]["train_threads"] = int(threads.pop()) if len(threads) == 1 else float(np.mean(
+                [r["torch_threads"] for r in recorded]))
         rel = art / "plots" / f"{method}_flow_error.png"
         plot_flow_error(res, root / rel, method=method, threshold_px=threshold)
         plots.append(rel.as_posix())
